@@ -1,0 +1,35 @@
+"""Shared fixtures: keys, a test PKI, signed example artifacts and the shared Sigstore bundles."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.pki import TestPKI
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_SIGSTORE = Path(os.environ.get("CAIRN_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures" / "sigstore"))
+
+
+@pytest.fixture(scope="session")
+def shared_sigstore() -> Path:
+    """Real third-party Sigstore bundles beside the repository (skips where absent)."""
+    if not (SHARED_SIGSTORE / "README.md").is_file():
+        pytest.skip(f"real Sigstore fixtures not found at {SHARED_SIGSTORE} (../shared is absent)")
+    return SHARED_SIGSTORE
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return TestPKI(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """A small model-like directory: weights, a config, a nested tokenizer file."""
+    root = tmp_path / "model"
+    (root / "tokenizer").mkdir(parents=True)
+    (root / "weights.bin").write_bytes(os.urandom(70_000))
+    (root / "config.json").write_text('{"hidden": 16}\n')
+    (root / "tokenizer" / "vocab.txt").write_text("a\nb\nc\n")
+    return root
