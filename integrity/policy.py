@@ -267,7 +267,9 @@ _KEY_FIELDS = {"fingerprint", "public_key"}
 _CERT_FIELDS = {"ca", "identity", "tsa"}
 
 
-def _fields(where: str, value: Any, allowed: set[str], required: Sequence[str], artifact: Path | None) -> dict[str, Any]:
+def _fields(
+    where: str, value: Any, allowed: set[str], required: Sequence[str], artifact: Path | None
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PolicyError(f"{where} must be a mapping", artifact=artifact)
     unknown = sorted(set(value) - allowed)

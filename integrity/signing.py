@@ -73,10 +73,11 @@ def load_public_key(path: str | Path) -> ec.EllipticCurvePublicKey:
     """Load a PEM public key (or take the key out of a PEM certificate)."""
     data = _read(path)
     try:
-        if b"BEGIN CERTIFICATE" in data:
-            key = x509.load_pem_x509_certificate(data).public_key()
-        else:
-            key = serialization.load_pem_public_key(data)
+        key: object = (
+            x509.load_pem_x509_certificate(data).public_key()
+            if b"BEGIN CERTIFICATE" in data
+            else serialization.load_pem_public_key(data)
+        )
     except ValueError as exc:
         raise UsageError(f"not a PEM public key: {exc}", artifact=path) from exc
     return _require_ec(key, path)
@@ -238,9 +239,10 @@ class KeylessSigner:
     def sign_statement(self, statement: dict[str, Any]) -> str:
         from integrity.keyless import sign_statement_keyless
 
-        return sign_statement_keyless(
+        bundle: str = sign_statement_keyless(
             statement, trust_config=self.trust_config, identity_token=self.identity_token
         )
+        return bundle
 
     def describe(self) -> dict[str, str]:
         return {"method": self.method}

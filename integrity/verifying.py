@@ -61,10 +61,8 @@ from integrity.policy import (
 )
 from integrity.signing import (
     IN_TOTO_PAYLOAD_TYPE,
-    certificate_fingerprint,
     curve_hash,
     default_signature_path,
-    key_fingerprint,
     oms_key_hint,
     pae,
     signature_ignore_entry,
@@ -357,9 +355,10 @@ def _check_message_digest(bundle: _Bundle, artifact: Path, digest: bytes) -> Non
 # -- method: pinned key ----------------------------------------------------------------------------
 
 
-def _verify_key(bundle: _Bundle, rules: list[SignerRule]) -> tuple[SignerEvidence, bytes]:
+def _verify_key(bundle: _Bundle, rules: list[SignerRule], source: str) -> tuple[SignerEvidence, bytes]:
     payload_type, payload, signature = bundle.dsse()
-    hint = bundle.material.get("publicKey", {}).get("hint", "") if isinstance(bundle.material.get("publicKey"), dict) else ""
+    key_material = bundle.material.get("publicKey")
+    hint = key_material.get("hint", "") if isinstance(key_material, dict) else ""
     keys = [rule for rule in rules if isinstance(rule, PublicKey)]
     candidates = [rule for rule in keys if not hint or oms_key_hint(rule.key) == hint]
     if not candidates:
@@ -371,7 +370,7 @@ def _verify_key(bundle: _Bundle, rules: list[SignerRule]) -> tuple[SignerEvidenc
             advice=(
                 "If the publisher rotated its key, obtain the new public key through a trusted channel, "
                 "check its fingerprint (`cairn key fingerprint KEY.pub`) with the publisher, and approve "
-                "it with a reviewed policy change that bumps `version`:\n" + approval_snippet("<source>", evidence)
+                "it with a reviewed policy change that bumps `version`:\n" + approval_snippet(source, evidence)
             ),
         )
     for rule in candidates:
@@ -422,7 +421,7 @@ def _can_sign(certificate: x509.Certificate) -> bool:
 
 
 def _verify_certificate(
-    bundle: _Bundle, rules: list[SignerRule], now: datetime
+    bundle: _Bundle, rules: list[SignerRule], now: datetime, source: str
 ) -> tuple[SignerEvidence, bytes]:
     from OpenSSL import crypto
 
@@ -435,7 +434,7 @@ def _verify_certificate(
         raise UntrustedSignerError(
             f"signed with a certificate for {identity!r}, but the policy pins no certificate authority",
             artifact=bundle.path,
-            advice="Approve the publisher's CA with a reviewed policy change:\n" + approval_snippet("<source>", evidence),
+            advice="Approve the publisher's CA with a reviewed policy change:\n" + approval_snippet(source, evidence),
         )
     # A trusted signing time needs a timestamp from a pinned authority; without one the
     # certificate must be valid now, so an expired certificate is always rejected.
@@ -561,9 +560,9 @@ def _check_content(
     if not isinstance(subjects, list):
         raise BundleFormatError("in-toto statement has no subject list", artifact=bundle.path)
     for subject in subjects:
-        if isinstance(subject, dict) and isinstance(subject.get("digest"), dict):
-            if str(subject["digest"].get("sha256", "")).lower() == digest:
-                return "in-toto", digest, None
+        digests = subject.get("digest") if isinstance(subject, dict) else None
+        if isinstance(digests, dict) and str(digests.get("sha256", "")).lower() == digest:
+            return "in-toto", digest, None
     names = [s.get("name") for s in subjects if isinstance(s, dict)]
     raise SubjectMismatchError(
         f"no subject of the signed statement has this file's sha256 {digest} (subjects: {names})",
@@ -604,11 +603,11 @@ def verify_artifact(
     now = datetime.now(UTC)
     method = parsed.method
     if method == "sigstore":
-        evidence, kind, payload = _verify_sigstore(parsed, artifact, rules, trusted_root)
+        evidence, _kind, payload = _verify_sigstore(parsed, artifact, rules, trusted_root)
     elif method == "key":
-        evidence, payload = _verify_key(parsed, rules)
+        evidence, payload = _verify_key(parsed, rules, source or "<source>")
     else:
-        evidence, payload = _verify_certificate(parsed, rules, now)
+        evidence, payload = _verify_certificate(parsed, rules, now, source or "<source>")
 
     decision = signers.check(evidence)
     if not decision.ok:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project virtualenv in .venv and install Cairn into it.
+#   scripts/bootstrap.sh          runtime dependencies
+#   scripts/bootstrap.sh --test   plus the test and lint tools
+# Offline-friendly: everything comes from the package index; nothing is fetched at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "bootstrap: $PYTHON not found; Cairn needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip >/dev/null
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+"${PIP[@]}" install -e ".${extras}"
+# Dependency conflicts are a supply-chain problem too: refuse to continue on a broken set.
+.venv/bin/python -m pip check

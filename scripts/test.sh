@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install Cairn with its test tools, then run lint, type checks and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --test
+.venv/bin/ruff check integrity tests benchmarks
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -n 2 "$@"
