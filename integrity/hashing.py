@@ -284,8 +284,14 @@ def _buffer(size: int) -> bytearray:
     return buf
 
 
-def sha256_range(path: Path, start: int = 0, end: int | None = None, chunk_size: int = READ_CHUNK) -> str:
-    """SHA-256 of bytes [start, end) of a file, streamed through a reused buffer."""
+def sha256_range(
+    path: Path, start: int = 0, end: int | None = None, chunk_size: int = READ_CHUNK, *, expect_eof: bool = False
+) -> str:
+    """SHA-256 of bytes [start, end) of a file, streamed through a reused buffer.
+
+    With ``expect_eof`` the file must end exactly at ``end``: a file that grew or shrank
+    after it was listed is an error, because what gets signed must be what was listed.
+    """
     hasher = hashlib.sha256()
     buf = _buffer(chunk_size)
     view = memoryview(buf)
@@ -304,6 +310,8 @@ def sha256_range(path: Path, start: int = 0, end: int | None = None, chunk_size:
                     remaining -= got
             if remaining:
                 raise ArtifactReadError(f"file shrank while it was hashed ({remaining} bytes missing)", artifact=path)
+            if expect_eof and end is not None and handle.readinto(view[:1]):
+                raise ArtifactReadError("file grew while it was hashed (more bytes than were listed)", artifact=path)
     except OSError as exc:
         raise ArtifactReadError(f"cannot read: {exc.strerror or exc}", artifact=path) from exc
     return hasher.hexdigest()
@@ -430,9 +438,10 @@ def hash_artifact(path: str | Path, config: HashingConfig | None = None, *, mode
 
     def run(item: tuple[_FileEntry, int, int]) -> Resource:
         entry, start, end = item
-        digest = sha256_range(entry.absolute, start, end if sharded else None, config.chunk_size)
+        # The last range of each file must end exactly at the listed size: growth or
+        # truncation while hashing is an error, never a silently different digest.
+        digest = sha256_range(entry.absolute, start, end, config.chunk_size, expect_eof=end == entry.size)
         if not sharded:
-            # Detect growth during hashing too: what we sign must be what was listed.
             return Resource.make(entry.relative, digest)
         return Resource.make(entry.relative, digest, start, end, sharded=True)
 

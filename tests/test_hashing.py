@@ -180,3 +180,25 @@ def test_inconsistent_statement_is_refused() -> None:
     }
     with pytest.raises(BundleFormatError, match="inconsistent"):
         Manifest.from_statement(statement)
+
+
+@pytest.mark.parametrize("mode", ["files", "shards"])
+@pytest.mark.parametrize("change", ["grew", "shrank"])
+def test_file_changing_between_listing_and_hashing_is_an_error(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, mode: str, change: str
+) -> None:
+    import integrity.hashing as hashing_module
+
+    target = tmp_path / "weights.bin"
+    target.write_bytes(b"x" * 4096)
+    real_list_files = hashing_module.list_files
+
+    def list_then_modify(root, config):  # the file changes after it was listed, before it is read
+        entries = real_list_files(root, config)
+        target.write_bytes(b"x" * (8192 if change == "grew" else 1024))
+        return entries
+
+    monkeypatch.setattr(hashing_module, "list_files", list_then_modify)
+    config = HashingConfig(method="shards", shard_size=1000) if mode == "shards" else HashingConfig()
+    with pytest.raises(ArtifactReadError, match=change):
+        hash_artifact(tmp_path, config)
