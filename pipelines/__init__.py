@@ -1,0 +1,1 @@
+"""Cairn's Dagster code location: catalog-driven ingestion gated by blocking checks."""

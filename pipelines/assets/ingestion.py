@@ -1,0 +1,123 @@
+"""Asset factory: four gated assets per catalog source (fetched, verified, validated, attested).
+
+Each asset runs one :mod:`integrity.ingest` step and reports it through an ERROR-severity
+*blocking* asset check, so nothing downstream runs on an input that failed a gate. A
+rejected artifact is in quarantine; the asset's metadata and the check's metadata say why.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from integrity.catalog import Source
+from integrity.ingest import StepOutcome
+from pipelines.resources import CairnResource
+
+STAGES = (
+    # (asset name, ingest step, check name, what the check guarantees)
+    ("fetched", "fetch", "fetch_succeeded", "The source and its signature bundle were fetched into quarantine."),
+    ("verified", "verify", "signature_verified",
+     "The publisher's signature verifies, the signer is allowed by the trust policy and pinned digests match."),
+    ("validated", "validate", "content_validated",
+     "Datasets pass their expectation suite (and PHI check); models pass the model-file safety gate."),
+    ("attested", "attest", "attested_in_trusted_store",
+     "The exact verified bytes are in the trusted store with verification, validation and ingestion records."),
+)
+
+
+def asset_key(source: Source, stage: str) -> dg.AssetKey:
+    return dg.AssetKey([source.key, stage])
+
+
+def source_asset_keys(source: Source) -> list[dg.AssetKey]:
+    return [asset_key(source, stage) for stage, *_ in STAGES]
+
+
+def _metadata(source: Source, outcome: StepOutcome) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": "passed" if outcome.passed else "quarantined",
+        "reason": outcome.reason,
+        "fetch_id": outcome.fetch_id,
+    }
+    if outcome.digest:
+        data["sha256"] = outcome.digest
+    if outcome.record_key:
+        data["record"] = dg.MetadataValue.path(outcome.record_key)
+    if outcome.quarantine_id:
+        data["quarantine_id"] = outcome.quarantine_id
+    details = dict(outcome.details)
+    docs = details.get("data_docs")
+    if isinstance(docs, str) and docs:
+        data["data_docs"] = dg.MetadataValue.url("file://" + docs)
+    stored_docs = details.get("data_docs_store")
+    if isinstance(stored_docs, str) and stored_docs:
+        data["data_docs_in_store"] = dg.MetadataValue.url(
+            stored_docs if stored_docs.startswith("s3://") else "file://" + stored_docs)
+    failed = details.get("failed")
+    if failed:
+        rows = [f"| {f.get('name', f.get('rule', '?'))} | {str(f.get('detail', '')).replace('|', '/')[:200]} |"
+                for f in failed]
+        data["failed_checks"] = dg.MetadataValue.md("| check | detail |\n|---|---|\n" + "\n".join(rows))
+    for name in ("uri", "path", "signer", "method", "policy_digest", "store_digest", "store", "files", "bytes"):
+        if details.get(name) is not None:
+            value = details[name]
+            data[name] = dg.MetadataValue.path(value) if name == "path" else value
+    data["details"] = dg.MetadataValue.json(_jsonable(details))
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
+    stage, step, check_name, guarantee = STAGES[index]
+    key = asset_key(source, stage)
+    deps = [asset_key(source, STAGES[index - 1][0])] if index else []
+
+    @dg.asset(
+        key=key,
+        deps=deps,
+        group_name=f"{source.kind}s",
+        description=f"{source.name}: {guarantee}",
+        kinds={"cairn", source.kind},
+        tags={"cairn/source": source.key, "cairn/stage": stage},
+        metadata={
+            "source": source.name,
+            "uri": source.uri,
+            "license": source.license,
+            "origin": source.origin,
+            "format": source.format,
+            "trust_policy_entry": source.policy_source,
+        },
+        check_specs=[dg.AssetCheckSpec(check_name, asset=key, blocking=True, description=guarantee)],
+    )
+    def _stage_asset(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        ingestion = cairn.ingestion()
+        outcome: StepOutcome = getattr(ingestion, step)(ingestion.catalog.source(source.name))
+        if outcome.passed:
+            context.log.info(f"{source.name} {step}: {outcome.reason}")
+        else:
+            context.log.error(f"{source.name} {step} REJECTED, quarantined: {outcome.reason}")
+        metadata = _metadata(source, outcome)
+        check = dg.AssetCheckResult(
+            check_name=check_name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.reason[:1000],
+            metadata={k: metadata[k] for k in ("status", "reason", "quarantine_id", "sha256") if k in metadata},
+        )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+
+    return _stage_asset
+
+
+def build_source_assets(source: Source) -> list[dg.AssetsDefinition]:
+    """The gated chain for one source."""
+    return [_build_stage(source, index) for index in range(len(STAGES))]

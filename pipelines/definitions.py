@@ -1,0 +1,33 @@
+"""The code location: one set of gated assets per catalog source, plus jobs, schedule and sensors."""
+
+import dagster as dg
+
+from integrity.catalog import Catalog
+from pipelines.assets.ingestion import build_source_assets
+from pipelines.checks import build_reverify_check
+from pipelines.resources import CairnResource, load_default_catalog
+from pipelines.schedules import build_nightly_reverify
+from pipelines.sensors import build_drop_sensor, explain_failed_runs
+
+
+def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -> dg.Definitions:
+    """Everything Dagster serves for one catalog (tests build it for their own catalogs)."""
+    sources = list(catalog)
+    ingest_job = dg.define_asset_job(
+        "ingest_sources",
+        selection=dg.AssetSelection.groups("datasets", "models"),
+        description="Fetch, verify, validate and attest catalog sources (the drop sensor runs it per source).",
+        tags={"cairn/job": "ingest"},
+    )
+    reverify_job, nightly_schedule = build_nightly_reverify(sources)
+    return dg.Definitions(
+        assets=[asset for source in sources for asset in build_source_assets(source)],
+        asset_checks=[build_reverify_check(source) for source in sources],
+        jobs=[ingest_job, reverify_job],
+        schedules=[nightly_schedule],
+        sensors=[build_drop_sensor(sources, ingest_job), explain_failed_runs],
+        resources={"cairn": resource or CairnResource()},
+    )
+
+
+defs = build_definitions(load_default_catalog())

@@ -1,0 +1,43 @@
+"""Resources: where Cairn keeps its state, which catalog it ingests, which store it trusts."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from integrity.catalog import Catalog, cairn_home, load_catalog
+from integrity.ingest import Ingestion
+
+#: The catalog served when none is configured: the demo's vendor drops under the Cairn home.
+DEMO_CATALOG = Path(__file__).resolve().parent / "catalogs" / "demo.yaml"
+
+
+def default_catalog_path() -> Path:
+    return Path(os.environ.get("CAIRN_CATALOG") or DEMO_CATALOG)
+
+
+def load_default_catalog() -> Catalog:
+    return load_catalog(default_catalog_path(), root=_home(""))
+
+
+def _home(configured: str) -> Path:
+    return Path(configured).resolve() if configured else cairn_home()
+
+
+class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The Cairn home (drops, work area, attested copies), the catalog and the artifact store.
+
+    Empty values mean the embedded default: ``$CAIRN_HOME`` (else ``./.cairn``), the
+    catalog in ``$CAIRN_CATALOG`` (else the demo catalog) and ``$CAIRN_STORE`` (else
+    ``<home>/store``, a local store; ``s3://bucket/prefix`` for S3).
+    """
+
+    home: str = ""
+    catalog: str = ""
+    store: str = ""
+
+    def load_catalog(self) -> Catalog:
+        return load_catalog(Path(self.catalog) if self.catalog else default_catalog_path(), root=_home(self.home))
+
+    def ingestion(self) -> Ingestion:
+        return Ingestion.open(self.load_catalog(), home=_home(self.home), store=self.store or None)

@@ -1,0 +1,94 @@
+"""Sensors: launch ingestion when a vendor drops something new; explain failed runs."""
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from integrity.catalog import Source, cairn_home
+from integrity.drops import changed, location_uri, snapshot, sources_for
+from integrity.errors import CairnError
+from integrity.signing import atomic_write
+from pipelines.assets.ingestion import source_asset_keys
+from pipelines.resources import CairnResource
+
+
+def drop_location(cairn: CairnResource) -> str:
+    """``$CAIRN_DROP_LOCATION`` (a folder or ``s3://bucket/prefix``), else ``<home>/drops``."""
+    home = Path(cairn.home).resolve() if cairn.home else cairn_home()
+    return os.environ.get("CAIRN_DROP_LOCATION") or str(home / "drops")
+
+
+def build_drop_sensor(sources: list[Source], job: Any) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="vendor_drop_sensor",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Notices new or changed objects under the drop location and ingests the sources they belong to.",
+    )
+    def _vendor_drops(context: dg.SensorEvaluationContext, cairn: CairnResource) -> dg.SensorResult:
+        location = drop_location(cairn)
+        try:
+            current = snapshot(location)
+            catalog = cairn.load_catalog()
+        except CairnError as error:
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"cannot read {location}: {error.summary()}"))
+        previous = json.loads(context.cursor) if context.cursor else {}
+        fresh = changed(previous, current)
+        owners, unclaimed = sources_for(fresh, catalog)
+        requests = []
+        for name, objects in sorted(owners.items()):
+            source = catalog.source(name)
+            marker = hashlib.sha256(json.dumps({o: current[o] for o in objects}, sort_keys=True).encode()).hexdigest()
+            requests.append(dg.RunRequest(
+                run_key=f"{source.key}:{marker[:16]}",
+                asset_selection=source_asset_keys(source),
+                tags={"cairn/source": source.name, "cairn/trigger": "vendor-drop",
+                      "cairn/objects": str(len(objects))},
+            ))
+        if unclaimed:
+            context.log.warning(f"{len(unclaimed)} object(s) under {location_uri(location)} belong to no catalog "
+                                f"source and were not ingested: {', '.join(unclaimed[:10])}")
+        skip = None if requests else dg.SkipReason(
+            f"no new objects under {location_uri(location)}" if not fresh else
+            f"{len(fresh)} new object(s), none belonging to a catalog source")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True),
+                               skip_reason=skip)
+
+    return _vendor_drops
+
+
+@dg.run_failure_sensor(
+    name="explain_failed_runs",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Writes why a run failed (which gate, which source, the quarantine reason) to <home>/alerts.",
+)
+def explain_failed_runs(context: dg.RunFailureSensorContext) -> None:
+    reasons = []
+    for event in context.get_step_failure_events():
+        error = event.event_specific_data.error if event.event_specific_data else None
+        reasons.append({"step": event.step_key, "error": error.message.strip() if error else "unknown"})
+    for record in context.instance.get_records_for_run(context.dagster_run.run_id).records:
+        entry = record.event_log_entry
+        if entry.dagster_event and entry.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = entry.dagster_event.event_specific_data
+            if data is not None and not data.passed:
+                reason = data.metadata.get("reason")
+                reasons.append({"check": data.asset_check_key.to_user_string(),
+                                "reason": getattr(reason, "value", str(reason))})
+    summary = {
+        "run_id": context.dagster_run.run_id,
+        "job": context.dagster_run.job_name,
+        "failed_at": datetime.now(UTC).isoformat(),
+        "message": context.failure_event.message,
+        "reasons": reasons,
+    }
+    home = Path(os.environ.get("CAIRN_HOME", ".cairn")).resolve()
+    atomic_write(home / "alerts" / f"{context.dagster_run.run_id}.json", json.dumps(summary, indent=2).encode())
+    context.log.error(f"run {context.dagster_run.run_id} failed: " + "; ".join(
+        r.get("reason") or r.get("error", "") for r in reasons)[:2000])

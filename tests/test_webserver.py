@@ -1,0 +1,146 @@
+"""The real Dagster webserver, serving workspace.yaml on a loopback port: through its GraphQL API
+an auditor finds the asset graph, the gate check results and a failed source's quarantine reason."""
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from integrity.demo import stage_demo
+from pipelines.demo import dagster_home, materialize_catalog
+
+REPO = Path(__file__).resolve().parent.parent
+WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
+
+ASSET_GRAPH = """
+query {
+  assetNodes {
+    assetKey { path }
+    groupName
+    dependencyKeys { path }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
+  }
+}
+"""
+
+SOURCE_DETAIL = """
+query ($path: [String!]!) {
+  assetNodes(assetKeys: [{path: $path}]) {
+    assetKey { path }
+    assetMaterializations(limit: 1) {
+      runId
+      metadataEntries { label ... on TextMetadataEntry { text } }
+    }
+    assetChecksOrError {
+      ... on AssetChecks {
+        checks {
+          name
+          blocking
+          executionForLatestMaterialization {
+            status
+            evaluation { success severity metadataEntries { label ... on TextMetadataEntry { text } } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        data = json.loads(response.read())
+    assert "errors" not in data, data.get("errors")
+    return data["data"]
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory):
+    if not WEBSERVER.exists():
+        pytest.skip(f"dagster-webserver not installed at {WEBSERVER}")
+    home = stage_demo(tmp_path_factory.mktemp("home"))
+    materialize_catalog(home)
+    port = _free_port()
+    env = {**os.environ, "CAIRN_HOME": str(home), "DAGSTER_HOME": str(dagster_home(home)),
+           "DAGSTER_DISABLE_TELEMETRY": "1"}
+    log = (home / "webserver.log").open("wb")
+    process = subprocess.Popen(
+        [str(WEBSERVER), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                pytest.fail("webserver did not start:\n" + (home / "webserver.log").read_text()[-4000:])
+            time.sleep(0.5)
+        yield port, home
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        shutil.rmtree(home / "work" / ".reverify", ignore_errors=True)
+
+
+def test_asset_graph_is_served(webserver) -> None:
+    port, _ = webserver
+    nodes = {tuple(n["assetKey"]["path"]): n for n in _graphql(port, ASSET_GRAPH)["assetNodes"]}
+    chain = [("breast_cancer", s) for s in ("fetched", "verified", "validated", "attested")]
+    assert all(key in nodes for key in chain)
+    for upstream, downstream in itertools.pairwise(chain):
+        assert list(upstream) in [d["path"] for d in nodes[downstream]["dependencyKeys"]]
+    assert nodes[("efficientnet_lite0", "attested")]["groupName"] == "models"
+    checks = nodes[("breast_cancer", "verified")]["assetChecksOrError"]["checks"]
+    assert {"name": "signature_verified", "blocking": True} in checks
+
+
+def _entries(entries: list[dict]) -> dict[str, str]:
+    return {e["label"]: e.get("text") for e in entries}
+
+
+def test_check_results_and_quarantine_reason(webserver) -> None:
+    port, _ = webserver
+    good = _graphql(port, SOURCE_DETAIL, {"path": ["digits", "attested"]})["assetNodes"][0]
+    check = good["assetChecksOrError"]["checks"][0]
+    assert check["executionForLatestMaterialization"]["evaluation"]["success"] is True
+
+    failed = _graphql(port, SOURCE_DETAIL, {"path": ["breast_cancer_mirror", "verified"]})["assetNodes"][0]
+    check = next(c for c in failed["assetChecksOrError"]["checks"] if c["name"] == "signature_verified")
+    evaluation = check["executionForLatestMaterialization"]["evaluation"]
+    assert evaluation["success"] is False and evaluation["severity"] == "ERROR"
+    assert "content differs from what was signed" in _entries(evaluation["metadataEntries"])["reason"]
+    metadata = _entries(failed["assetMaterializations"][0]["metadataEntries"])
+    assert metadata["status"] == "quarantined"
+    assert "changed: breast_cancer.csv" in metadata["reason"]
+    assert metadata["quarantine_id"]
+
+    # Downstream of the failed gate never materialized.
+    blocked = _graphql(port, SOURCE_DETAIL, {"path": ["breast_cancer_mirror", "attested"]})["assetNodes"][0]
+    assert blocked["assetMaterializations"] == []
