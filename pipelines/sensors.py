@@ -88,7 +88,8 @@ def explain_failed_runs(context: dg.RunFailureSensorContext) -> None:
         "message": context.failure_event.message,
         "reasons": reasons,
     }
-    home = Path(os.environ.get("CAIRN_HOME", ".cairn")).resolve()
-    atomic_write(home / "alerts" / f"{context.dagster_run.run_id}.json", json.dumps(summary, indent=2).encode())
+    alerts = cairn_home() / "alerts"
+    alerts.mkdir(parents=True, exist_ok=True)
+    atomic_write(alerts / f"{context.dagster_run.run_id}.json", json.dumps(summary, indent=2).encode())
     context.log.error(f"run {context.dagster_run.run_id} failed: " + "; ".join(
         r.get("reason") or r.get("error", "") for r in reasons)[:2000])

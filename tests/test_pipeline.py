@@ -221,3 +221,30 @@ def test_single_asset_chain_materializes_with_plain_dagster_api(tmp_path: Path) 
     assert _materialized(result) == {"digits_unofficial/fetched", "digits_unofficial/verified"}
     state = json.loads((home / "work" / "digits_unofficial" / "state.json").read_text())
     assert not state["steps"]["verify"]["passed"]
+
+
+def test_failed_run_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run-failure sensor writes which gate failed and the quarantine reason to <home>/alerts."""
+    from pipelines.sensors import explain_failed_runs
+
+    home = stage_demo(tmp_path / "home")
+    monkeypatch.setenv("CAIRN_HOME", str(home))
+    instance = dg.DagsterInstance.ephemeral()
+    catalog = load_catalog(DEMO_CATALOG, root=home)
+    result = dg.materialize(
+        build_source_assets(catalog.source("breast-cancer-mirror")),
+        resources={"cairn": CairnResource(home=str(home))},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_run_failure_event()
+    context = dg.build_run_status_sensor_context(
+        sensor_name="explain_failed_runs", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    explain_failed_runs(context)
+    alert = json.loads((home / "alerts" / f"{result.run_id}.json").read_text())
+    reasons = " ".join(r.get("reason", "") + r.get("error", "") for r in alert["reasons"])
+    assert "breast_cancer_mirror/verified:signature_verified" in json.dumps(alert)
+    assert "content differs from what was signed" in reasons
