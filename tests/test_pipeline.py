@@ -248,3 +248,14 @@ def test_failed_run_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     reasons = " ".join(r.get("reason", "") + r.get("error", "") for r in alert["reasons"])
     assert "breast_cancer_mirror/verified:signature_verified" in json.dumps(alert)
     assert "content differs from what was signed" in reasons
+
+
+def test_data_versions_are_content_digests(demo_run) -> None:
+    _, _, result = demo_run
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == "digits/attested":
+            version = materialization.tags["dagster/data_version"]
+            assert version == f"sha256:{materialization.metadata['sha256'].value}"
+            return
+    raise AssertionError("digits/attested was not materialized")

@@ -113,7 +113,10 @@ def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
             description=outcome.reason[:1000],
             metadata={k: metadata[k] for k in ("status", "reason", "quarantine_id", "sha256") if k in metadata},
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        # Dagster's data version of a gated asset is the content digest, so Dagster's lineage and
+        # Cairn's provenance name the same bytes.
+        version = dg.DataVersion(f"sha256:{outcome.digest}") if outcome.digest else None
+        return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=version)
 
     return _stage_asset
 
