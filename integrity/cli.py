@@ -261,6 +261,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Check the transparency ledger's history, or prove one entry is in it."""
+    from integrity.ledger import Ledger
+    from integrity.store import open_store
+
+    ledger = Ledger(open_store(args.store), public_key=Path(args.public_key))
+    if args.ledger_command == "prove":
+        proof = ledger.prove_inclusion(args.index)
+        _emit(args, proof, f"entry {args.index} is included in the signed tree of size {proof['size']} "
+                           f"(root {proof['root']})")
+        return EXIT_OK
+    report = ledger.verify()
+    head = report.latest_head
+    data = {"size": report.size, "root": report.root, "heads_checked": report.heads_checked,
+            "latest_head": head.as_dict() if head else None}
+    _emit(args, data, f"ledger OK: {report.size} entries, root {report.root}, "
+                      f"{report.heads_checked} signed tree heads consistent")
+    return EXIT_OK
+
+
 def cmd_catalog_check(args: argparse.Namespace) -> int:
     from integrity.catalog import load_catalog
 
@@ -345,6 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
     p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
     p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+
+    p = add("ledger", lambda a: EXIT_USAGE, "check the tamper-evident transparency ledger")
+    led_sub = p.add_subparsers(dest="ledger_command", required=True)
+    for name, help_text in (("verify", "check every entry and signed tree head"),
+                            ("prove", "print an inclusion proof for one entry")):
+        c = led_sub.add_parser(name, help=help_text)
+        c.set_defaults(handler=cmd_ledger)
+        c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+        c.add_argument("--public-key", required=True, help="the ledger's pinned public key (PEM)")
+        c.add_argument("--json", action="store_true")
+        if name == "prove":
+            c.add_argument("index", type=int)
 
     p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
     cat_sub = p.add_subparsers(dest="catalog_command", required=True)

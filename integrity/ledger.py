@@ -1,0 +1,299 @@
+"""A tamper-evident transparency ledger: an append-only Merkle log (RFC 6962 / RFC 9162 hashing).
+
+Every record Cairn wants auditors to be able to trust later (verifications, attestations,
+releases, revocations) is appended as a leaf. After each append the ledger signs a *tree head*
+(size, root hash, time) with the ledger key. Because a tree head commits to every earlier
+entry in order, editing, removing or reordering history changes the root and is detected;
+:func:`inclusion_proof` / :func:`consistency_proof` give the standard audit paths.
+
+Storage is the artifact store's backend (local or S3)::
+
+    ledger/entries/000000000042.json   the leaf: {"index", "kind", "digest", "data"}
+    ledger/heads/000000000043.json     a signed tree head for the first 43 entries
+
+Entries are written with create-only semantics, so two appenders cannot take the same
+index: the loser re-reads the size and tries the next one.
+"""
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from integrity.errors import StoreError, VerificationError
+from integrity.signing import key_fingerprint, load_private_key, load_public_key
+from integrity.store import ArtifactStore
+
+ENTRY_PREFIX = "ledger/entries/"
+HEAD_PREFIX = "ledger/heads/"
+_MAX_APPEND_RETRIES = 20
+
+
+class LedgerError(VerificationError):
+    """The ledger's history does not check out (edited, removed, reordered or unsigned)."""
+
+    kind = "ledger"
+    advice = "Treat every record after the first failing index as untrusted and investigate who wrote the store."
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (RFC 9162 2.1.1)."""
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Root over leaf hashes (already ``leaf_hash``-ed)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = _split(len(leaves))
+    return node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Audit path for leaf ``index`` in the tree over ``leaves`` (RFC 9162 2.1.3)."""
+    if len(leaves) <= 1:
+        return []
+    k = _split(len(leaves))
+    if index < k:
+        return [*inclusion_proof(index, leaves[:k]), merkle_root(leaves[k:])]
+    return [*inclusion_proof(index - k, leaves[k:]), merkle_root(leaves[:k])]
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> bool:
+    """RFC 9162 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """Proof that the tree of ``old_size`` leaves is a prefix of the tree over ``leaves``."""
+
+    def subproof(m: int, nodes: Sequence[bytes], complete: bool) -> list[bytes]:
+        n = len(nodes)
+        if m == n:
+            return [] if complete else [merkle_root(nodes)]
+        k = _split(n)
+        if m <= k:
+            return [*subproof(m, nodes[:k], complete), merkle_root(nodes[k:])]
+        return [*subproof(m - k, nodes[k:], False), merkle_root(nodes[:k])]
+
+    if old_size == 0 or old_size == len(leaves):
+        return []
+    return subproof(old_size, leaves, True)
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
+    """RFC 9162 2.1.4.2."""
+    if old_size == new_size:
+        return old_root == new_root and not proof
+    if old_size == 0 or old_size > new_size or not proof:
+        return old_size == 0
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == old_root and sr == new_root and sn == 0
+
+
+def _canonical(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    size: int
+    root: str  # hex
+    timestamp: str
+    key_fingerprint: str
+    signature: str  # base64 DER ECDSA over the canonical JSON of the other fields
+
+    def signed_part(self) -> bytes:
+        return _canonical({"size": self.size, "root": self.root, "timestamp": self.timestamp,
+                           "key": self.key_fingerprint})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "root": self.root, "timestamp": self.timestamp,
+                "key": self.key_fingerprint, "signature": self.signature}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TreeHead":
+        return cls(int(data["size"]), str(data["root"]), str(data["timestamp"]), str(data["key"]),
+                   str(data["signature"]))
+
+
+@dataclass(frozen=True)
+class LedgerReport:
+    size: int
+    root: str
+    heads_checked: int
+    latest_head: TreeHead | None
+
+
+class Ledger:
+    """The append-only log in an artifact store, signed with the ledger key."""
+
+    def __init__(self, store: ArtifactStore, *, private_key: Path | None = None, public_key: Path | None = None):
+        self.store = store
+        self.private_key = private_key
+        self.public_key = public_key
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def entries(self) -> list[dict[str, Any]]:
+        keys = sorted(k for k in self.store.backend.list_keys(ENTRY_PREFIX) if k.endswith(".json"))
+        found = []
+        for position, key in enumerate(keys):
+            expected = f"{ENTRY_PREFIX}{position:012d}.json"
+            if key != expected:
+                raise LedgerError(f"entry {position} is missing (found {key.rsplit('/', 1)[-1]} instead)",
+                                  artifact=self.store.backend.describe(expected))
+            found.append(json.loads(self.store.backend.read_bytes(key)))
+        return found
+
+    def leaves(self) -> list[bytes]:
+        return [leaf_hash(_canonical(entry)) for entry in self.entries()]
+
+    def heads(self) -> list[TreeHead]:
+        keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
+        return [TreeHead.from_dict(json.loads(self.store.backend.read_bytes(k))) for k in keys]
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, kind: str, data: Mapping[str, Any]) -> tuple[int, TreeHead]:
+        """Add one entry and sign the new tree head; returns the entry's index and the head."""
+        body = dict(data)
+        digest = "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
+        for _ in range(_MAX_APPEND_RETRIES):
+            index = len(self.entries())
+            entry = {"index": index, "kind": kind, "digest": digest, "appended_at": datetime.now(UTC).isoformat(),
+                     "data": body}
+            if self.store.backend.put_bytes(f"{ENTRY_PREFIX}{index:012d}.json", _canonical(entry)):
+                return index, self.sign_head()
+        raise StoreError("could not append to the ledger: other writers kept taking the next index")
+
+    def sign_head(self) -> TreeHead:
+        if self.private_key is None:
+            raise StoreError("the ledger has no signing key configured; cannot sign a tree head")
+        leaves = self.leaves()
+        key = load_private_key(self.private_key)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise StoreError("the ledger key must be an ECDSA key", artifact=self.private_key)
+        unsigned = TreeHead(len(leaves), merkle_root(leaves).hex(), datetime.now(UTC).isoformat(),
+                            key_fingerprint(key.public_key()), "")
+        signature = key.sign(unsigned.signed_part(), ec.ECDSA(hashes.SHA256()))
+        head = TreeHead(unsigned.size, unsigned.root, unsigned.timestamp, unsigned.key_fingerprint,
+                        base64.b64encode(signature).decode())
+        self.store.backend.put_bytes(f"{HEAD_PREFIX}{head.size:012d}.json", _canonical(head.as_dict()),
+                                     overwrite=True)
+        return head
+
+    # -- verifying --------------------------------------------------------------------------
+
+    def _check_signature(self, head: TreeHead) -> None:
+        if self.public_key is None:
+            raise LedgerError("no ledger public key pinned; tree heads cannot be checked")
+        public = load_public_key(self.public_key)
+        if key_fingerprint(public) != head.key_fingerprint or not isinstance(public, ec.EllipticCurvePublicKey):
+            raise LedgerError(f"tree head of size {head.size} is signed by {head.key_fingerprint}, not the pinned key")
+        try:
+            public.verify(base64.b64decode(head.signature), head.signed_part(), ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError) as exc:
+            raise LedgerError(f"tree head of size {head.size} has an invalid signature") from exc
+
+    def verify(self) -> LedgerReport:
+        """Check every entry, every signed head and the consistency between consecutive heads."""
+        entries = self.entries()
+        leaves = []
+        for position, entry in enumerate(entries):
+            if entry.get("index") != position:
+                raise LedgerError(f"entry {position} claims index {entry.get('index')} (reordered)")
+            recomputed = "sha256:" + hashlib.sha256(_canonical(entry.get("data", {}))).hexdigest()
+            if recomputed != entry.get("digest"):
+                raise LedgerError(f"entry {position} was edited: its data no longer matches its digest")
+            leaves.append(leaf_hash(_canonical(entry)))
+        heads = self.heads()
+        if entries and not heads:
+            raise LedgerError("the ledger has entries but no signed tree head")
+        previous: TreeHead | None = None
+        for head in heads:
+            self._check_signature(head)
+            if head.size > len(leaves):
+                raise LedgerError(f"a signed tree head covers {head.size} entries but only {len(leaves)} exist "
+                                  "(entries were removed)")
+            if merkle_root(leaves[: head.size]).hex() != head.root:
+                raise LedgerError(f"history changed: the first {head.size} entries no longer match their signed "
+                                  "tree head (an entry was edited, removed or reordered)")
+            if previous is not None:
+                proof = consistency_proof(previous.size, leaves[: head.size])
+                if not verify_consistency(previous.size, head.size, bytes.fromhex(previous.root),
+                                          bytes.fromhex(head.root), proof):
+                    raise LedgerError(f"tree heads {previous.size} and {head.size} are not consistent")
+            previous = head
+        latest = heads[-1] if heads else None
+        if latest is not None and latest.size != len(leaves):
+            raise LedgerError(f"{len(leaves) - latest.size} entries were appended without a signed tree head")
+        return LedgerReport(len(leaves), merkle_root(leaves).hex(), len(heads), latest)
+
+    def prove_inclusion(self, index: int) -> dict[str, Any]:
+        """An inclusion proof for one entry against the latest signed head, checked before it is returned."""
+        report = self.verify()
+        leaves = self.leaves()
+        if not 0 <= index < report.size or report.latest_head is None:
+            raise LedgerError(f"no entry {index} under a signed tree head (size {report.size})")
+        proof = inclusion_proof(index, leaves)
+        if not verify_inclusion(index, report.size, leaves[index], proof, bytes.fromhex(report.root)):
+            raise LedgerError(f"entry {index} is not included in the tree")
+        return {"index": index, "size": report.size, "root": report.root, "leaf": leaves[index].hex(),
+                "proof": [p.hex() for p in proof], "head": report.latest_head.as_dict()}
