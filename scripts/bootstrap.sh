@@ -25,3 +25,11 @@ extras=""
 "${PIP[@]}" install -e ".${extras}"
 # Dependency conflicts are a supply-chain problem too: refuse to continue on a broken set.
 .venv/bin/python -m pip check
+
+# DVC lives in its own tool environment (its hydra-core pins an antlr4 runtime that breaks
+# Dagster's asset selections); the tests reproduce the pipeline with it.
+if [ "${1:-}" = "--test" ] && [ ! -x .venv-dvc/bin/dvc ]; then
+  "$PYTHON" -m venv .venv-dvc
+  .venv-dvc/bin/python -m pip --disable-pip-version-check -q install "dvc==3.67.1" "dvc-s3==3.3.0"
+  .venv-dvc/bin/python -m pip check
+fi
