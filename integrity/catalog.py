@@ -129,6 +129,8 @@ class Catalog:
     policy_path: Path
     sources: Mapping[str, Source] = field(default_factory=dict)
     description: str = ""
+    #: Entries that failed validation (only when parsed with ``strict=False``): name -> error.
+    invalid: Mapping[str, CatalogError] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Source]:
         return iter(self.sources.values())
@@ -244,8 +246,13 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
     )
 
 
-def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None) -> Catalog:
-    """Validate catalog YAML; every problem is a :class:`CatalogError` naming the entry."""
+def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None, strict: bool = True) -> Catalog:
+    """Validate catalog YAML; every problem is a :class:`CatalogError` naming the entry.
+
+    With ``strict=False`` a bad *entry* does not stop the others: it is left out of ``sources``
+    and kept in ``invalid`` with its error, so the pipeline can quarantine it visibly while the
+    rest of the catalog is ingested. Problems with the catalog as a whole always raise.
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -276,8 +283,15 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
         raise _fail(path, "'sources' must be a non-empty mapping of source name to entry")
     sources: dict[str, Source] = {}
     keys: dict[str, str] = {}
+    invalid: dict[str, CatalogError] = {}
     for name, entry in entries.items():
-        source = _parse_source(path, name, entry, suites)
+        try:
+            source = _parse_source(path, name, entry, suites)
+        except CatalogError as error:
+            if strict or not isinstance(name, str) or not _NAME.match(name):
+                raise
+            invalid[name] = error
+            continue
         if source.key in keys:
             raise _fail(path, f"sources {keys[source.key]!r} and {name!r} differ only by '-' versus '_'")
         keys[source.key] = name
@@ -290,16 +304,17 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
         policy_path=policy_path,
         sources=sources,
         description=str(data.get("description") or ""),
+        invalid=invalid,
     )
 
 
-def load_catalog(path: str | Path, *, root: Path | None = None) -> Catalog:
+def load_catalog(path: str | Path, *, root: Path | None = None, strict: bool = True) -> Catalog:
     source = Path(path)
     try:
         text = source.read_bytes()
     except OSError as exc:
         raise CatalogError(f"cannot read the catalog: {exc.strerror or exc}", artifact=source) from exc
-    return parse_catalog(text, path=source.resolve(), root=root)
+    return parse_catalog(text, path=source.resolve(), root=root, strict=strict)
 
 
 def cairn_home() -> Path:

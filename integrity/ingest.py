@@ -161,6 +161,7 @@ class Ingestion:
         for later in STEPS[STEPS.index(outcome.step) + 1 :]:
             steps.pop(later, None)  # a new result invalidates what was built on the old one
         body = {"source": source.name, "catalog": self.catalog.describe(), "steps": steps}
+        self.work_dir(source).mkdir(parents=True, exist_ok=True)
         atomic_write(self.work_dir(source) / "state.json", json.dumps(body, indent=2, sort_keys=True).encode())
         return outcome
 
@@ -203,6 +204,20 @@ class Ingestion:
             record_key=entry.record_key, quarantine_id=entry.id,
         )
         return self._save(source, outcome, reset=step == "fetch")
+
+    def reject_catalog_entry(self, name: str, error: CairnError) -> StepOutcome:
+        """Record an invalid catalog entry in quarantine; nothing is fetched for it."""
+        fetch_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+        entry = self.store.quarantine(f"{self.catalog.path}#{name}", error.summary(), source=name,
+                                      details={"step": "catalog", "error": type(error).__name__, "kind": error.kind})
+        outcome = StepOutcome(name, "fetch", False, error.summary(), fetch_id,
+                              details={"error": type(error).__name__, "kind": error.kind},
+                              record_key=entry.record_key, quarantine_id=entry.id)
+        folder = self.home / "work" / name.replace("-", "_")
+        body = {"source": name, "catalog": self.catalog.describe(), "steps": {"fetch": outcome.as_dict()}}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "state.json", json.dumps(body, indent=2, sort_keys=True).encode())
+        return outcome
 
     # -- steps ------------------------------------------------------------------------------
 

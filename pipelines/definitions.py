@@ -3,7 +3,7 @@
 import dagster as dg
 
 from integrity.catalog import Catalog
-from pipelines.assets.ingestion import build_source_assets
+from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
 from pipelines.checks import build_reverify_check
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
@@ -21,7 +21,8 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
     )
     reverify_job, nightly_schedule = build_nightly_reverify(sources)
     return dg.Definitions(
-        assets=[asset for source in sources for asset in build_source_assets(source)],
+        assets=[asset for source in sources for asset in build_source_assets(source)]
+        + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()],
         asset_checks=[build_reverify_check(source) for source in sources],
         jobs=[ingest_job, reverify_job],
         schedules=[nightly_schedule],

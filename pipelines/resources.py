@@ -17,7 +17,8 @@ def default_catalog_path() -> Path:
 
 
 def load_default_catalog() -> Catalog:
-    return load_catalog(default_catalog_path(), root=_home(""))
+    # Lenient per entry: a bad entry becomes a failed, quarantined source, not a broken code location.
+    return load_catalog(default_catalog_path(), root=_home(""), strict=False)
 
 
 def _home(configured: str) -> Path:
@@ -37,7 +38,8 @@ class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     store: str = ""
 
     def load_catalog(self) -> Catalog:
-        return load_catalog(Path(self.catalog) if self.catalog else default_catalog_path(), root=_home(self.home))
+        path = Path(self.catalog) if self.catalog else default_catalog_path()
+        return load_catalog(path, root=_home(self.home), strict=False)
 
     def ingestion(self) -> Ingestion:
         return Ingestion.open(self.load_catalog(), home=_home(self.home), store=self.store or None)

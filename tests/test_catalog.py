@@ -92,3 +92,12 @@ def test_catalog_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     bad = _catalog(tmp_path, GOOD.replace("kind: dataset", "kind: spreadsheet"))
     assert main(["catalog", "check", str(bad)]) == 2
     assert "CatalogError" in capsys.readouterr().err
+
+
+def test_lenient_parsing_sets_bad_entries_aside(tmp_path: Path) -> None:
+    body = GOOD + GOOD.replace("data-set", "other").replace("    license: MIT\n", "    licence: MIT\n")
+    catalog = load_catalog(_catalog(tmp_path, body), root=tmp_path, strict=False)
+    assert list(catalog.sources) == ["data-set"]
+    assert "unknown field(s) 'licence'" in catalog.invalid["other"].reason
+    with pytest.raises(CatalogError, match="licence"):
+        load_catalog(_catalog(tmp_path, body), root=tmp_path)

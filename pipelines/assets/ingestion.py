@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.catalog import Source
+from integrity.catalog import CatalogError, Source
 from integrity.ingest import StepOutcome
 from pipelines.resources import CairnResource
 
@@ -124,3 +124,32 @@ def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
 def build_source_assets(source: Source) -> list[dg.AssetsDefinition]:
     """The gated chain for one source."""
     return [_build_stage(source, index) for index in range(len(STAGES))]
+
+
+def build_invalid_entry_asset(name: str, error: CatalogError) -> dg.AssetsDefinition:
+    """A catalog entry that failed validation: one asset whose blocking check fails with the reason.
+
+    The entry is quarantined (its reason recorded in the store) and nothing is fetched; the other
+    sources in the same run are not affected.
+    """
+    key = dg.AssetKey([name.replace("-", "_"), "fetched"])
+
+    @dg.asset(
+        key=key,
+        group_name="invalid_catalog_entries",
+        description=f"{name}: this catalog entry is invalid and was not ingested.",
+        kinds={"cairn"},
+        tags={"cairn/source": name.replace("-", "_"), "cairn/stage": "fetched"},
+        check_specs=[dg.AssetCheckSpec("catalog_entry_valid", asset=key, blocking=True,
+                                       description="The catalog entry parses and names a usable source.")],
+    )
+    def _invalid(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:
+        ingestion = cairn.ingestion()
+        outcome = ingestion.reject_catalog_entry(name, ingestion.catalog.invalid.get(name, error))
+        context.log.error(f"{name}: invalid catalog entry, quarantined: {outcome.reason}")
+        metadata = {"status": "quarantined", "reason": outcome.reason, "quarantine_id": outcome.quarantine_id or ""}
+        return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
+            check_name="catalog_entry_valid", passed=False, severity=dg.AssetCheckSeverity.ERROR,
+            description=outcome.reason[:1000], metadata=metadata)])
+
+    return _invalid
