@@ -297,7 +297,7 @@ class Ingestion:
             if source.kind == "dataset":
                 report = self._dataset_report(source, artifact)
             else:
-                report = self._model_report(artifact)
+                report = self._model_report(source, artifact)
         except CairnError as error:
             return self._reject(source, "validate", fetch_id, artifact, error)
         record = _statement(artifact.name, digest, VALIDATION_PREDICATE_TYPE,
@@ -324,8 +324,16 @@ class Ingestion:
             return self._save(source, outcome)
         assert result.result is not None
         stored_digest = self.store.get_record(*_split_record(result.record_key))["predicate"]["store"]["digest"]
+        # Models: downstream only ever sees the safetensors conversion made by the gate.
+        # ``usable_digest`` names the bytes downstream reads, the same way verification names them
+        # (manifest root for a directory, SHA-256 for a file); ``usable_store`` is their store address.
+        converted = self.converted_dir(source) / artifact.name
+        usable_store, usable_digest = stored_digest, result.digest
+        if source.kind == "model" and state["validate"].details.get("conversions"):
+            usable_store = self.store.put_trusted(converted).digest
+            usable_digest = hash_artifact(converted).root_digest if converted.is_dir() else sha256_file(converted)
         target = self.attested_dir(source)
-        _replace_with(target, artifact.name, lambda dest: self.store.materialize(stored_digest, dest))
+        _replace_with(target, artifact.name, lambda dest: self.store.materialize(usable_store, dest))
         ingestion = _statement(artifact.name, result.digest, INGESTION_PREDICATE_TYPE, {
             "source": source.as_dict(),
             "catalog": self.catalog.describe(),
@@ -333,16 +341,20 @@ class Ingestion:
             "verification": result.record_key,
             "validation": state["validate"].record_key,
             "validationResult": state["validate"].details,
-            "store": {"url": self.store.url, "digest": stored_digest},
+            "store": {"url": self.store.url, "digest": stored_digest, "usable": usable_store},
+            "usableDigest": usable_digest,
+            "conversions": state["validate"].details.get("conversions") or [],
             "attestedCopy": str(target / artifact.name),
             "dvcLock": dvc_lock_entries(self.home.parent),
         })
         key = self.store.put_record("ingestions", _record_name(source, "ingest"), ingestion)
         atomic_write(target.parent / f"{source.key}.json", json.dumps(
-            {"source": source.name, "digest": result.digest, "store_digest": stored_digest, "record": key,
+            {"source": source.name, "digest": result.digest, "store_digest": stored_digest,
+             "usable_digest": usable_digest, "usable_store_digest": usable_store, "record": key,
              "verification": result.record_key, "validation": state["validate"].record_key,
              "fetch_id": previous.fetch_id}, indent=2, sort_keys=True).encode())
-        details = {"store_digest": stored_digest, "store": self.store.url, "path": str(target / artifact.name),
+        details = {"store_digest": stored_digest, "usable_digest": usable_digest, "store": self.store.url,
+                   "path": str(target / artifact.name),
                    "verification_record": result.record_key, "validation_record": state["validate"].record_key,
                    "signer": result.result.evidence.describe()}
         outcome = StepOutcome(source.name, "attest", True, f"attested as sha256:{result.digest}", previous.fetch_id,
@@ -454,13 +466,43 @@ class Ingestion:
             self.store.backend.put_bytes(key, file.read_bytes(), overwrite=True)
         return self.store.backend.describe(f"{prefix}/index.html")
 
-    def _model_report(self, artifact: Path) -> dict[str, Any]:
+    def converted_dir(self, source: Source) -> Path:
+        return self.work_dir(source) / "converted"
+
+    def _model_report(self, source: Source, artifact: Path) -> dict[str, Any]:
+        """Scan the weights; convert allowlisted pickle checkpoints to safetensors for everything downstream."""
         from integrity.modelgate import scan_path
+        from integrity.modelgate.convert import convert_to_safetensors
 
         report = scan_path(artifact)
         data: dict[str, Any] = report.as_dict()
         data["passed"] = report.safe
         data["reason"] = report.reason
+        shutil.rmtree(self.converted_dir(source), ignore_errors=True)
+        if not report.safe:
+            return data
+        out = self.converted_dir(source) / artifact.name
+        files = [artifact] if artifact.is_file() else sorted(p for p in artifact.rglob("*") if p.is_file())
+        conversions = []
+        for file in files:
+            relative = file.name if artifact.is_file() else file.relative_to(artifact).as_posix()
+            if relative == "model.sig":
+                continue  # the publisher's signature covers the original, not the conversion
+            kind = report.formats.get(relative, "")
+            target = out / relative if artifact.is_dir() else out
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if kind in ("pytorch-zip", "pytorch-legacy", "pickle"):
+                converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
+                key = self.store.put_record("conversions", _record_name(source, "convert"), converted.record)
+                conversions.append({"from": relative, "from_sha256": converted.source_digest,
+                                    "to": target.with_suffix(".safetensors").name,
+                                    "to_sha256": converted.output_digest, "tensors": converted.tensors,
+                                    "record": key})
+            else:
+                shutil.copyfile(file, target)
+        data["conversions"] = conversions
+        if conversions:
+            data["reason"] += f"; converted {len(conversions)} checkpoint(s) to safetensors"
         return data
 
 
@@ -474,7 +516,7 @@ class ContentRejectedError(CairnError):
 
 def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a validation report worth showing in asset metadata."""
-    keep = ("passed", "reason", "format", "suite", "suite_digest", "data_docs", "data_docs_store",
+    keep = ("passed", "reason", "format", "suite", "suite_digest", "data_docs", "data_docs_store", "conversions",
             "statistics", "formats", "files_scanned", "allowlist_version")
     brief = {k: report[k] for k in keep if k in report}
     outcomes = report.get("outcomes") or report.get("findings") or []

@@ -269,3 +269,18 @@ def test_data_versions_are_content_digests(demo_run) -> None:
             assert version == f"sha256:{materialization.metadata['sha256'].value}"
             return
     raise AssertionError("digits/attested was not materialized")
+
+
+def test_model_is_converted_to_safetensors_before_anyone_uses_it(demo_run) -> None:
+    home, catalog, _ = demo_run
+    ingestion = Ingestion.open(load_catalog(catalog, root=home, strict=False), home=home)
+    source = ingestion.catalog.source("efficientnet-lite0")
+    summary = ingestion.attested_record(source)
+    assert summary["usable_digest"] != summary["digest"]
+    files = sorted(p.name for p in (ingestion.attested_dir(source) / "efficientnet-lite0").iterdir())
+    assert files == ["LICENSE.txt", "efficientnet-lite0-57934424.safetensors"]
+    (conversion,) = ingestion.state(source)["validate"].details["conversions"]
+    record = ingestion.store.get_record("conversions", conversion["record"].rsplit("/", 1)[-1].removesuffix(".json"))
+    assert record["predicate"]["source"]["digest"]["sha256"] == conversion["from_sha256"]
+    assert record["subject"][0]["digest"]["sha256"] == conversion["to_sha256"]
+    assert conversion["tensors"] == 296
