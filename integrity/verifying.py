@@ -170,14 +170,18 @@ class _Bundle:
 
 
 def _read_bundle(path: Path) -> _Bundle:
-    import hashlib
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise UnsignedArtifactError(f"no signature bundle at {path}", artifact=path) from exc
     except OSError as exc:
         raise ArtifactReadError(f"cannot read bundle: {exc.strerror}", artifact=path) from exc
+    return _parse_bundle(raw, path)
+
+
+def _parse_bundle(raw: bytes, path: Path) -> _Bundle:
+    import hashlib
+
     if len(raw) > MAX_BUNDLE_BYTES:
         raise BundleFormatError(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes", artifact=path)
     if not raw.strip():
@@ -671,3 +675,60 @@ def verify_source(
         source=source,
         policy=policy,
     )
+
+
+@dataclass(frozen=True)
+class SignedStatement:
+    """A DSSE-signed in-toto statement whose signature and signer passed the rules."""
+
+    statement: dict[str, Any]
+    evidence: SignerEvidence
+    bundle_digest: str
+
+
+def verify_statement(
+    bundle: bytes | str | Path,
+    signers: SignerRule,
+    *,
+    predicate_type: str | None = None,
+    trusted_root: str | Path | None = None,
+    where: str | Path = "<statement>",
+) -> SignedStatement:
+    """Verify a bundle that signs a statement rather than an artifact (records, revocations).
+
+    ``bundle`` is the bundle's bytes or text, or a path to it. The cryptography and the signer
+    rules are applied exactly as for artifacts; a wrong ``predicate_type`` is a rejection.
+    """
+    if isinstance(bundle, Path):
+        parsed = _read_bundle(bundle)
+        where = bundle
+    else:
+        raw = bundle.encode() if isinstance(bundle, str) else bundle
+        parsed = _parse_bundle(raw, Path(str(where)))
+    rules = list(signers.rules) if isinstance(signers, AnyOf) else [signers]
+    if not rules:
+        raise UntrustedSignerError("no signers are allowed for this statement (an empty rule set rejects everything)",
+                                   artifact=where)
+    method = parsed.method
+    if method == "sigstore":
+        if parsed.data.get("dsseEnvelope") is None:
+            raise BundleFormatError("a statement bundle must carry a DSSE envelope", artifact=where)
+        evidence, _kind, payload = _verify_sigstore(parsed, Path(str(where)), rules, trusted_root)
+    elif method == "key":
+        evidence, payload = _verify_key(parsed, rules, str(where))
+    else:
+        evidence, payload = _verify_certificate(parsed, rules, datetime.now(UTC), str(where))
+    decision = signers.check(evidence)
+    if not decision.ok:
+        raise UntrustedSignerError(f"signed by {evidence.describe()}, which is not allowed: {decision.reason}",
+                                   artifact=where)
+    try:
+        statement = json.loads(payload or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleFormatError(f"signed payload is not JSON: {exc}", artifact=where) from exc
+    if not isinstance(statement, dict):
+        raise BundleFormatError("signed payload is not a JSON object", artifact=where)
+    if predicate_type is not None and statement.get("predicateType") != predicate_type:
+        raise SubjectMismatchError(
+            f"expected a {predicate_type!r} statement, found {statement.get('predicateType')!r}", artifact=where)
+    return SignedStatement(statement, evidence, parsed.digest)
