@@ -267,6 +267,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from integrity.store import open_store
 
     ledger = Ledger(open_store(args.store), public_key=Path(args.public_key))
+    if getattr(args, "records", False):
+        from integrity.transparency import verify_ledger
+
+        verify_ledger(ledger, records=True)
     if args.ledger_command == "prove":
         proof = ledger.prove_inclusion(args.index)
         _emit(args, proof, f"entry {args.index} is included in the signed tree of size {proof['size']} "
@@ -377,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--json", action="store_true")
         if name == "prove":
             c.add_argument("index", type=int)
+        else:
+            c.add_argument("--records", action="store_true", help="also check that logged records are unchanged")
+
+    from integrity.distribution_cli import add_distribution_commands
+
+    add_distribution_commands(add)
 
     p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
     cat_sub = p.add_subparsers(dest="catalog_command", required=True)

@@ -190,6 +190,13 @@ class Ingestion:
 
     # -- records and quarantine -------------------------------------------------------------
 
+    def _log(self, key: str) -> str:
+        """Append a stored record to the transparency ledger (see integrity.transparency); returns the key."""
+        from integrity.transparency import log_record
+
+        log_record(self.store, key, home=self.home)
+        return key
+
     def _reject(self, source: Source, step: str, fetch_id: str, artifact: Path | str, error: CairnError,
                 **details: Any) -> StepOutcome:
         entry = self.store.quarantine(
@@ -274,9 +281,10 @@ class Ingestion:
             outcome = self._reject(source, "verify", fetch_id, artifact, error)
             record = record_for_failure(artifact, error, source=source.policy_source,
                                         policy=self._policy, bundle=bundle)
-            self.store.put_record("verifications", _record_name(source, "verify-failed"), record)
+            self._log(self.store.put_record("verifications", _record_name(source, "verify-failed"), record))
             return outcome
-        key = self.store.put_record("verifications", _record_name(source, "verify"), record_for_result(result))
+        key = self._log(self.store.put_record("verifications", _record_name(source, "verify"),
+                                              record_for_result(result)))
         details = {
             "signer": result.evidence.describe(),
             "method": result.evidence.method,
@@ -302,7 +310,7 @@ class Ingestion:
             return self._reject(source, "validate", fetch_id, artifact, error)
         record = _statement(artifact.name, digest, VALIDATION_PREDICATE_TYPE,
                             {"source": source.name, "kind": source.kind, "result": report, "fetchId": fetch_id})
-        key = self.store.put_record("validations", _record_name(source, "validate"), record)
+        key = self._log(self.store.put_record("validations", _record_name(source, "validate"), record))
         if not report["passed"]:
             rejected = ContentRejectedError(report["reason"], artifact=source.name)
             outcome = self._reject(source, "validate", fetch_id, artifact, rejected, report=_brief(report))
@@ -317,6 +325,7 @@ class Ingestion:
         state = self.state(source)
         artifact, bundle = self.fetched_artifact(source), self.fetched_bundle(source)
         result = attest(artifact, self.policy, source.policy_source, self.store, bundle=bundle)
+        self._log(result.record_key)
         if not result.attested or result.digest != state["verify"].digest:
             reason = result.reason if not result.attested else "bytes changed since verification"
             outcome = StepOutcome(source.name, "attest", False, reason, previous.fetch_id, digest=result.digest,
@@ -347,7 +356,7 @@ class Ingestion:
             "attestedCopy": str(target / artifact.name),
             "dvcLock": dvc_lock_entries(self.home.parent),
         })
-        key = self.store.put_record("ingestions", _record_name(source, "ingest"), ingestion)
+        key = self._log(self.store.put_record("ingestions", _record_name(source, "ingest"), ingestion))
         atomic_write(target.parent / f"{source.key}.json", json.dumps(
             {"source": source.name, "digest": result.digest, "store_digest": stored_digest,
              "usable_digest": usable_digest, "usable_store_digest": usable_store, "record": key,
