@@ -1,0 +1,143 @@
+"""Release bundles for distribution tests, written exactly as docs/release-bundle.md lays them out.
+
+``write_test_bundle`` signs every file with :func:`integrity.signing.sign_artifact` and a
+``KeySigner`` (the release identity) and writes ``release.json`` listing every file with its
+SHA-256 and size, then ``release.json.sig``. ``write_release_policy`` writes the release policy
+that allows that key to sign the model's releases.
+"""
+
+import hashlib
+import json
+import os
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key, sign_artifact
+
+
+def safetensors_bytes(tensors: dict[str, bytes]) -> bytes:
+    """A valid safetensors file of U8 tensors (8-byte header length, JSON header, raw data)."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, data in tensors.items():
+        header[name] = {"dtype": "U8", "shape": [len(data)], "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(tensors.values())
+
+
+def write_safetensors(path: Path, size: int, *, seed: bytes = b"cairn") -> Path:
+    """A safetensors file of about ``size`` bytes of deterministic pseudo-random weights, streamed."""
+    header = {"__metadata__": {"format": "pt"}, "weights": {"dtype": "U8", "shape": [size],
+                                                             "data_offsets": [0, size]}}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    block = hashlib.shake_256(seed).digest(1 << 20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)) + raw)
+        left = size
+        counter = 0
+        while left:
+            chunk = block if left >= len(block) else block[:left]
+            # Vary every MiB so no two blocks are equal (no accidental deduplication anywhere).
+            out.write(counter.to_bytes(8, "little") + chunk[8:] if len(chunk) > 8 else chunk)
+            left -= len(chunk)
+            counter += 1
+    return path
+
+
+def make_release_key(folder: Path, name: str = "release") -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / f"{name}.key", folder / f"{name}.pub"
+    if not private.exists():
+        generate_key_pair(private, public)
+    return private, public
+
+
+def write_release_policy(path: Path, model: str, public_key: Path, *, version: int = 1) -> Path:
+    fingerprint = key_fingerprint(load_public_key(public_key))
+    path.write_text(
+        f"version: {version}\nsources:\n  {model}:\n    signers:\n"
+        f"      - key: {{fingerprint: \"{fingerprint}\", public_key: {public_key}}}\n"
+    )
+    return path
+
+
+def write_test_bundle(
+    root: Path,
+    private_key: Path,
+    *,
+    model: str = "digits-classifier",
+    version: str = "1.0.0",
+    sequence: int = 1,
+    weights: Path | None = None,
+    weights_size: int = 200_000,
+    inputs: list[dict[str, Any]] | None = None,
+    policy_digest: str = "sha256:" + "0" * 64,
+) -> Path:
+    """Write ``<root>`` as a signed release bundle; returns ``root``."""
+    signer = KeySigner.from_file(private_key)
+    model_dir = root / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    target = model_dir / "model.safetensors"
+    if weights is not None:
+        if not target.exists():
+            os.link(weights, target) if weights.stat().st_dev == model_dir.stat().st_dev else \
+                target.write_bytes(weights.read_bytes())
+    else:
+        write_safetensors(target, weights_size, seed=f"{model}@{version}".encode())
+    (model_dir / "config.json").write_text(json.dumps(
+        {"architecture": "test-mlp", "input_shape": [64], "class_names": [str(i) for i in range(10)],
+         "preprocessing": "scale to [0, 1]"}, indent=2))
+    model_sig = sign_artifact(model_dir, signer)
+    inputs = inputs if inputs is not None else [
+        {"name": "digits", "kind": "dataset", "digest": "sha256:" + hashlib.sha256(b"digits").hexdigest(),
+         "verification_record": "records/verifications/digits.json"}]
+    documents = {
+        "provenance.intoto.json": json.dumps({"_type": "https://in-toto.io/Statement/v1", "subject": [
+            {"name": "model", "digest": {"sha256": model_sig.manifest.root_digest}}],
+            "predicateType": "https://slsa.dev/provenance/v1", "predicate": {"buildDefinition": {}}}),
+        "bom.cdx.json": json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []}),
+        "lineage.json": json.dumps({"nodes": [{"id": "model"}, *({"id": i["name"]} for i in inputs)],
+                                    "edges": [{"from": "model", "to": i["name"]} for i in inputs]}),
+        "lineage.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+    }
+    for name, text in documents.items():
+        (root / name).write_text(text)
+        sign_artifact(root / name, signer)
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if relative in ("release.json", "release.json.sig"):
+            continue
+        files[relative] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.stat().st_size < 1 << 26
+                           else _sha256_stream(path), "size": path.stat().st_size}
+    index = {
+        "schema": "https://cairn.dev/release/v1",
+        "model": model,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(),
+        "sequence": sequence,
+        "files": files,
+        "model_digest": f"sha256:{model_sig.manifest.root_digest}",
+        "inputs": inputs,
+        "policy_digest": policy_digest,
+        "catalog_digest": "sha256:" + "1" * 64,
+        "gates": {"release_gate": {"passed": True, "clean_accuracy": 0.97}},
+        "signer": signer.describe(),
+    }
+    (root / "release.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    sign_artifact(root / "release.json", signer)
+    return root
+
+
+def _sha256_stream(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
