@@ -141,3 +141,60 @@ def _sha256_stream(path: Path) -> str:
         while chunk := handle.read(4 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class ThrottledProxy:
+    """A loopback TCP proxy that passes server replies on at ``rate`` bytes per second.
+
+    Makes a real download slow enough to kill a pull halfway through, deterministically.
+    """
+
+    def __init__(self, target_url: str, rate: int) -> None:
+        import socket
+        import threading
+        from urllib.parse import urlparse
+
+        parsed = urlparse(target_url)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 80)
+        self.rate = rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self.rate), daemon=True).start()
+
+    def _pump(self, source: Any, sink: Any, rate: int | None) -> None:
+        import time
+
+        try:
+            while True:
+                data = source.recv(16384)
+                if not data:
+                    break
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
