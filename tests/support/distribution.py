@@ -6,6 +6,7 @@ SHA-256 and size, then ``release.json.sig``. ``write_release_policy`` writes the
 that allows that key to sign the model's releases.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,10 +191,8 @@ class ThrottledProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.stopped.set()
