@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from integrity.bundle import ReleaseIndexError, verify_bundle
 from integrity.errors import (
     ArtifactReadError,
     CairnError,
@@ -114,13 +115,6 @@ class RollbackError(VerificationError):
     kind = "rollback"
     advice = ("Someone replayed an older release index or hid a newer release. Do not use this pull; check the "
               "store's access logs and the transparency ledger.")
-
-
-class ReleaseIndexError(VerificationError):
-    """The release index is malformed or does not describe what was asked for."""
-
-    kind = "release-index"
-    advice = "Do not use this release; ask the release manager to publish it again from the signed bundle."
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -355,71 +349,16 @@ def check_revocations(revocations: Any, index: ReleaseIndex, evidence: SignerEvi
 
 def verify_release_dir(bundle_dir: str | Path, policy: TrustPolicy, model: str, *,
                        revocations: Any = None) -> BundleCheck:
-    """Verify a release bundle folder: index signature, every digest and size, every ``.sig``.
+    """Verify a release bundle folder with :func:`integrity.bundle.verify_bundle` (the one bundle verifier).
 
-    This is the one bundle verifier: when :mod:`integrity.bundle` provides ``verify_bundle`` it
-    does the work; the index signature, rollback-relevant fields and revocations are checked here
-    as well so that a pull fails on the cheapest check first.
+    The index signature and the revocations of what the index names are checked first, so a
+    forged or revoked release fails on the cheapest check.
     """
     root = Path(bundle_dir)
     index, evidence = verify_index_signature(root, policy, model)
     check_revocations(revocations, index, evidence)
-    verifier = _bundle_verifier()
-    if verifier is not None:
-        verifier(root, policy, model, revocations=revocations)
-    else:
-        _verify_files_interim(root, index, policy, model)
+    verify_bundle(root, policy, model, revocations=revocations)
     return BundleCheck(root, index, evidence)
-
-
-def _bundle_verifier() -> Callable[..., Any] | None:
-    """``integrity.bundle.verify_bundle`` (issue 6), when that module is present."""
-    import importlib
-
-    try:
-        module = importlib.import_module("integrity.bundle")
-    except ImportError:
-        return None
-    verifier = getattr(module, "verify_bundle", None)
-    return verifier if callable(verifier) else None
-
-
-def _verify_files_interim(root: Path, index: ReleaseIndex, policy: TrustPolicy, model: str) -> None:
-    """Until ``integrity.bundle.verify_bundle`` exists: digests, sizes, no extra files, every signature."""
-    from integrity.verifying import verify_source
-
-    listed = {f.path: f for f in index.files}
-    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
-    extra = sorted(present - set(listed) - {INDEX_NAME, INDEX_SIGNATURE_NAME})
-    missing = sorted(set(listed) - present)
-    if extra or missing:
-        raise ReleaseIndexError(f"bundle differs from its index (extra: {extra or 'none'}; missing: "
-                                f"{missing or 'none'})", artifact=root)
-    checked: set[str] = set()
-    model_dir = root / "model"
-    if (model_dir / "model.sig").is_file():
-        result = verify_source(model_dir, policy, model)
-        assert result.manifest is not None
-        for name, digest in result.manifest.files.items():
-            entry = listed.get(f"model/{name}")
-            if entry is None or entry.sha256 != digest:
-                raise DigestMismatchError(f"model/{name} does not match the release index", artifact=root)
-            checked.add(entry.path)
-    for entry in index.files:
-        path = root / entry.path
-        if path.is_symlink() or not path.is_file():
-            raise ReleaseIndexError(f"{entry.path} is not a regular file", artifact=root)
-        if path.stat().st_size != entry.size:
-            raise DigestMismatchError(f"{entry.path} is {path.stat().st_size} bytes, the index says {entry.size}",
-                                      artifact=path)
-        if entry.path not in checked and sha256_file(path) != entry.sha256:
-            raise DigestMismatchError(f"{entry.path} does not hash to sha256:{entry.sha256} from the signed index",
-                                      artifact=path)
-    for entry in index.files:
-        if entry.path.endswith(".sig") and entry.path != "model/model.sig":
-            target = entry.path.removesuffix(".sig")
-            if target in listed:
-                verify_source(root / target, policy, model, bundle=root / entry.path)
 
 
 # -- S3 Object Lock -----------------------------------------------------------------------------
@@ -957,6 +896,14 @@ def _fetch_small(source: ReleaseSource, digest: str, size: int, dest: Path) -> N
                                   artifact=f"{source.describe()} {dest.name}")
 
 
+def _name_in_release(error: CairnError, staging: Path, reference: str) -> None:
+    """Name a failing file as ``MODEL@VERSION:path`` rather than by the staging folder that is about to go."""
+    if error.artifact and error.artifact.startswith(str(staging)):
+        relative = error.artifact[len(str(staging)):].lstrip("/")
+        error.artifact = f"{reference}:{relative}" if relative else reference
+        error.args = (error.summary(),)
+
+
 def _staging_pid(name: str) -> int | None:
     match = re.search(r"\.cairn-pull-(\d+)-[0-9a-f]+$", name)
     return int(match.group(1)) if match else None
@@ -1046,7 +993,11 @@ def pull(
         revocations = source.revocations(authority)
         check_revocations(revocations, index, evidence)
         _download_files(source, index, staging, progress, workers)
-        verify_release_dir(staging, release_policy, model, revocations=revocations)
+        try:
+            verify_release_dir(staging, release_policy, model, revocations=revocations)
+        except CairnError as error:
+            _name_in_release(error, staging, index.reference)
+            raise
         os.chmod(staging, 0o755)  # noqa: S103 - mkdir honours umask; a release folder is world-readable
         try:
             os.rename(staging, target)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from integrity.bundle import ReleaseFileError
 from integrity.distribution import (
     IncompleteReleaseError,
     PublishConflictError,
@@ -79,7 +80,7 @@ def test_publish_refuses_a_bundle_that_does_not_verify(tmp_path: Path, release_e
     store = open_store(tmp_path / "store")
     bundle = _bundle(tmp_path, release_env)
     (bundle / "bom.cdx.json").write_text('{"bomFormat": "CycloneDX", "components": ["added"]}')
-    with pytest.raises(DigestMismatchError):
+    with pytest.raises(ReleaseFileError, match="differs from the signed"):
         publish(store, bundle, release_env["policy"])
     assert list_publications(store) == []
 

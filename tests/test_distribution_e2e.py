@@ -104,7 +104,9 @@ def test_publish_pull_and_model_signing_then_every_bad_input_is_refused(
     # 1. A tampered object in the bucket.
     original = client.get_object(Bucket=bucket, Key=blob("bom.cdx.json"))["Body"].read()
     client.put_object(Bucket=bucket, Key=blob("bom.cdx.json"), Body=original.replace(b"CycloneDX", b"CycloneDx"))
-    assert "DigestMismatchError" in refused(f"{MODEL}@1.1.0")
+    message = refused(f"{MODEL}@1.1.0")
+    assert "ReleaseFileError" in message and f"{MODEL}@1.1.0:bom.cdx.json" in message
+    assert "differs from the signed" in message
     client.put_object(Bucket=bucket, Key=blob("bom.cdx.json"), Body=original)
 
     # 2. The index points at an object the bucket does not have.

@@ -10,12 +10,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key, sign_artifact
+from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 
 
 def safetensors_bytes(tensors: dict[str, bytes]) -> bytes:
@@ -80,59 +81,47 @@ def write_test_bundle(
     inputs: list[dict[str, Any]] | None = None,
     policy_digest: str = "sha256:" + "0" * 64,
 ) -> Path:
-    """Write ``<root>`` as a signed release bundle; returns ``root``."""
+    """Write ``root`` as a signed release bundle with :func:`integrity.bundle.write_bundle`; returns ``root``."""
+    from integrity.bundle import write_bundle
+
     signer = KeySigner.from_file(private_key)
-    model_dir = root / "model"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    target = model_dir / "model.safetensors"
+    source = root.parent / f".{root.name}-model"
+    source.mkdir(parents=True, exist_ok=True)
+    target = source / "model.safetensors"
     if weights is not None:
-        if not target.exists():
-            os.link(weights, target) if weights.stat().st_dev == model_dir.stat().st_dev else \
-                target.write_bytes(weights.read_bytes())
+        try:
+            os.link(weights, target)
+        except OSError:
+            target.write_bytes(weights.read_bytes())
     else:
         write_safetensors(target, weights_size, seed=f"{model}@{version}".encode())
-    (model_dir / "config.json").write_text(json.dumps(
+    (source / "config.json").write_text(json.dumps(
         {"architecture": "test-mlp", "input_shape": [64], "class_names": [str(i) for i in range(10)],
          "preprocessing": "scale to [0, 1]"}, indent=2))
-    model_sig = sign_artifact(model_dir, signer)
     inputs = inputs if inputs is not None else [
         {"name": "digits", "kind": "dataset", "digest": "sha256:" + hashlib.sha256(b"digits").hexdigest(),
          "verification_record": "records/verifications/digits.json"}]
-    documents = {
-        "provenance.intoto.json": json.dumps({"_type": "https://in-toto.io/Statement/v1", "subject": [
-            {"name": "model", "digest": {"sha256": model_sig.manifest.root_digest}}],
-            "predicateType": "https://slsa.dev/provenance/v1", "predicate": {"buildDefinition": {}}}),
-        "bom.cdx.json": json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []}),
-        "lineage.json": json.dumps({"nodes": [{"id": "model"}, *({"id": i["name"]} for i in inputs)],
-                                    "edges": [{"from": "model", "to": i["name"]} for i in inputs]}),
-        "lineage.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+    provenance = {
+        "_type": "https://in-toto.io/Statement/v1", "subject": [],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {"buildDefinition": {"buildType": "https://cairn.dev/test-build/v1", "resolvedDependencies": [
+            {"name": i["name"], "digest": {"sha256": i["digest"].removeprefix("sha256:")}} for i in inputs]},
+            "runDetails": {"builder": {"id": "tests"}}},
     }
-    for name, text in documents.items():
-        (root / name).write_text(text)
-        sign_artifact(root / name, signer)
-    files = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        if relative in ("release.json", "release.json.sig"):
-            continue
-        files[relative] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path.stat().st_size < 1 << 26
-                           else _sha256_stream(path), "size": path.stat().st_size}
-    index = {
-        "schema": "https://cairn.dev/release/v1",
-        "model": model,
-        "version": version,
-        "created": datetime.now(UTC).isoformat(),
-        "sequence": sequence,
-        "files": files,
-        "model_digest": f"sha256:{model_sig.manifest.root_digest}",
-        "inputs": inputs,
-        "policy_digest": policy_digest,
-        "catalog_digest": "sha256:" + "1" * 64,
-        "gates": {"release_gate": {"passed": True, "clean_accuracy": 0.97}},
-        "signer": signer.describe(),
-    }
-    (root / "release.json").write_text(json.dumps(index, indent=2, sort_keys=True))
-    sign_artifact(root / "release.json", signer)
+    releases = root.parent / f".{root.name}-releases"
+    written = write_bundle(
+        releases, model=model, version=version, model_dir=source, provenance=provenance,
+        bom={"bomFormat": "CycloneDX", "specVersion": "1.6", "components": []},
+        lineage={"nodes": [{"id": "model"}, *({"id": i["name"]} for i in inputs)],
+                 "edges": [{"from": "model", "to": i["name"]} for i in inputs]},
+        lineage_svg=b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>',
+        signer=signer, inputs=inputs, policy_digest=policy_digest, catalog_digest="sha256:" + "1" * 64,
+        gates={"release_gate": {"passed": True, "clean_accuracy": 0.97}}, sequence=sequence,
+        created=datetime.now(UTC),
+    )
+    os.rename(written, root)
+    shutil.rmtree(source)
+    releases.rmdir()
     return root
 
 
