@@ -1,0 +1,3 @@
+from benchmarks.pull.bench import main
+
+raise SystemExit(main())

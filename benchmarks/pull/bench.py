@@ -1,0 +1,269 @@
+"""Pull-and-verify of a release against a plain download plus ``sha256sum`` of the same objects.
+
+Run from the repository root (not part of the test suite)::
+
+    .venv/bin/python -m benchmarks.pull [--size-gb 1.0] [--repeats 3] [--workdir DIR]
+                                        [--out benchmarks/results/pull.json]
+
+One run does everything on the same S3 server: it starts moto's S3 server in its own process on
+loopback, writes a release bundle with :func:`integrity.bundle.write_bundle` whose
+``model/model.safetensors`` is ``--size-gb`` GB of random weights (the whole release is at least
+that big), publishes it with :func:`integrity.distribution.publish`, then times, alternating the
+order every repeat:
+
+* ``plain``: boto3 ``download_file`` of every object of the release (same transfer settings as
+  the pull: 8 MiB ranged parts, 8 connections per object, 4 objects at a time) into a new folder,
+  then one ``sha256sum`` over all of them, compared with the published digests;
+* ``cairn pull``: :func:`integrity.distribution.pull` into a new folder: index signature, rollback
+  record, revocation list, download, ``verify_bundle`` (every size and digest, the model-signing
+  signature over ``model/``, provenance, BOM and lineage signatures), atomic rename.
+
+Page cache: every byte hashed by either method was written by that method's own download a moment
+earlier, so both read it from the page cache (warm); the server side keeps objects in moto's
+spooled temporary files, also warm. Caches are not dropped (that would disturb other processes on a
+shared machine); the destination folders are new for every run and deleted afterwards. The median
+of ``--repeats`` runs is reported; target: cairn pull at most 1.2 times the plain time.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GB = 1_000_000_000
+MiB = 1 << 20
+MODEL = "bench-model"
+TARGET_RATIO = 1.2
+DEFAULT_OUT = Path("benchmarks/results/pull.json")
+FAKE_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+PART = 8 * MiB
+CONNECTIONS = 8
+FILE_WORKERS = 4
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("moto's S3 server did not start")
+
+
+def write_weights(path: Path, size: int) -> None:
+    """A safetensors file with ``size`` bytes of random U8 weights."""
+    header = {"__metadata__": {"format": "pt"}, "weights": {"dtype": "U8", "shape": [size],
+                                                             "data_offsets": [0, size]}}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as out:
+        out.write(len(raw).to_bytes(8, "little") + raw)
+        left = size
+        while left:
+            n = min(left, 64 * MiB)
+            out.write(os.urandom(n))
+            left -= n
+
+
+def build_release(workdir: Path, size: int) -> tuple[Path, Path, Path]:
+    """(bundle, release policy, public key) for a release with ``size`` bytes of weights."""
+    from integrity.bundle import write_bundle
+    from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+
+    keys = workdir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    generate_key_pair(keys / "release.key", keys / "release.pub")
+    policy = workdir / "release-policy.yaml"
+    fingerprint = key_fingerprint(load_public_key(keys / "release.pub"))
+    policy.write_text(f"version: 1\nsources:\n  {MODEL}:\n    signers:\n      - key: {{fingerprint: \"{fingerprint}\", "
+                      f"public_key: {keys / 'release.pub'}}}\n")
+    model_dir = workdir / "model-src"
+    model_dir.mkdir()
+    write_weights(model_dir / "model.safetensors", size)
+    (model_dir / "config.json").write_text(json.dumps({"architecture": "benchmark", "input_shape": [size]}))
+    digest = hashlib.sha256(b"bench-dataset").hexdigest()
+    inputs = [{"name": "bench-dataset", "kind": "dataset", "digest": f"sha256:{digest}",
+               "verification_record": "records/verifications/bench.json"}]
+    bundle = write_bundle(
+        workdir / "releases", model=MODEL, version="1.0.0", model_dir=model_dir,
+        provenance={"_type": "https://in-toto.io/Statement/v1", "subject": [],
+                    "predicateType": "https://slsa.dev/provenance/v1",
+                    "predicate": {"buildDefinition": {"resolvedDependencies": [
+                        {"name": "bench-dataset", "digest": {"sha256": digest}}]}}},
+        bom={"bomFormat": "CycloneDX", "specVersion": "1.6"}, lineage={"nodes": [], "edges": []},
+        lineage_svg=b"<svg xmlns='http://www.w3.org/2000/svg'/>", signer=KeySigner.from_file(keys / "release.key"),
+        inputs=inputs, policy_digest="sha256:" + "0" * 64, gates={"release_gate": {"passed": True}}, sequence=1)
+    shutil.rmtree(model_dir)
+    return bundle, policy, keys / "release.pub"
+
+
+def plain_download(client: Any, bucket: str, objects: dict[str, tuple[str, str, int]], dest: Path) -> float:
+    """boto3 download_file of every object, then one sha256sum over all of them; returns seconds."""
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=CONNECTIONS,
+                            use_threads=True)
+    started = time.perf_counter()
+    dest.mkdir()
+
+    def one(item: tuple[str, tuple[str, str, int]]) -> None:
+        name, (key, _digest, _size) = item
+        target = dest / name.replace("/", "__")
+        client.download_file(bucket, key, str(target), Config=config)
+
+    with ThreadPoolExecutor(FILE_WORKERS) as pool:
+        list(pool.map(one, sorted(objects.items(), key=lambda kv: -kv[1][2])))  # largest first, as the pull
+    run = subprocess.run(["sha256sum", *sorted(str(p) for p in dest.iterdir())], capture_output=True, text=True,
+                         check=True)
+    elapsed = time.perf_counter() - started
+    sums = {Path(line.split("  ", 1)[1]).name: line.split("  ", 1)[0] for line in run.stdout.splitlines()}
+    for name, (_key, digest, _size) in objects.items():
+        if sums.get(name.replace("/", "__")) != digest:
+            raise SystemExit(f"plain download: {name} does not match its digest")
+    return elapsed
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pull", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-gb", type=float, default=1.0, help="weights in GB (1e9 bytes; default 1.0)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="scratch folder (default: a new temporary folder)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    os.environ.update(FAKE_ENV)
+
+    from integrity.distribution import PullState, StoreSource, publish, pull
+    from integrity.policy import load_policy
+    from integrity.store import open_store
+    from tests.support.s3server import make_client
+
+    workdir = Path(tempfile.mkdtemp(prefix="cairn-pull-bench-", dir=args.workdir))
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ["CAIRN_S3_ENDPOINT_URL"] = endpoint
+    server = start_moto(port)
+    try:
+        size = int(args.size_gb * GB)
+        log(f"writing a release with {size / GB:.2f} GB of weights under {workdir}")
+        bundle, policy_path, _public = build_release(workdir, size)
+        policy = load_policy(policy_path)
+        client = make_client(endpoint)
+        client.create_bucket(Bucket="bench")
+        store = open_store("s3://bench/store")
+        log("publishing to moto's S3 server")
+        published_s = timed(lambda: publish(store, bundle, policy))
+        index = json.loads((bundle / "release.json").read_text())
+        release_bytes = sum(f["size"] for f in index["files"].values())
+        objects = {name: (f"store/trusted/sha256/{entry['sha256'][:2]}/{entry['sha256']}", entry["sha256"],
+                          entry["size"]) for name, entry in index["files"].items()}
+        for name in ("release.json", "release.json.sig"):
+            digest = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+            objects[name] = (f"store/trusted/sha256/{digest[:2]}/{digest}", digest, (bundle / name).stat().st_size)
+            release_bytes += (bundle / name).stat().st_size
+        shutil.rmtree(bundle)  # nothing local left to read from
+        runs: dict[str, list[float]] = {"plain": [], "cairn": []}
+
+        def run_plain(i: int) -> None:
+            dest = workdir / f"plain-{i}"
+            runs["plain"].append(plain_download(client, "bench", objects, dest))
+            shutil.rmtree(dest)
+
+        def run_cairn(i: int) -> None:
+            dest = workdir / f"pulled-{i}"
+            state = PullState(workdir / f"state-{i}.json")
+            runs["cairn"].append(timed(lambda: pull(StoreSource(store, max_concurrency=CONNECTIONS), MODEL, None,
+                                                    dest, policy, state=state, progress=False,
+                                                    workers=FILE_WORKERS)))
+            shutil.rmtree(dest)
+
+        log("warm-up (not timed)")
+        run_plain(-1)
+        run_cairn(-1)
+        runs = {"plain": [], "cairn": []}
+        for i in range(args.repeats):
+            order = (run_plain, run_cairn) if i % 2 == 0 else (run_cairn, run_plain)
+            for action in order:
+                action(i)
+            log(f"repeat {i + 1}: plain {runs['plain'][-1]:.2f} s, cairn pull {runs['cairn'][-1]:.2f} s")
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    plain, cairn = statistics.median(runs["plain"]), statistics.median(runs["cairn"])
+    ratio = cairn / plain
+    result = {
+        "benchmark": "pull",
+        "at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "release_bytes": release_bytes,
+        "objects": len(objects),
+        "repeats": args.repeats,
+        "server": "moto S3 server, separate process, 127.0.0.1",
+        "page_cache": "warm: hashes read bytes their own download just wrote; server objects warm; no drop_caches",
+        "transfer": {"part_bytes": PART, "connections_per_object": CONNECTIONS, "objects_at_once": FILE_WORKERS},
+        "publish_seconds": round(published_s, 3),
+        "seconds": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+        "median_seconds": {"plain": round(plain, 3), "cairn": round(cairn, 3)},
+        "ratio": round(ratio, 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+    }
+    table = "\n".join([
+        f"Release: {release_bytes / GB:.3f} GB in {len(objects)} objects, moto S3 on loopback, "
+        f"median of {args.repeats} (page cache warm, see JSON)",
+        "",
+        "| method | median s | runs (s) | MB/s | vs plain |",
+        "|---|---|---|---|---|",
+        f"| plain: boto3 download_file + sha256sum | {plain:.2f} | "
+        f"{', '.join(f'{v:.2f}' for v in runs['plain'])} | {release_bytes / plain / 1e6:.0f} | 1.00 |",
+        f"| cairn pull (download + verify + atomic move) | {cairn:.2f} | "
+        f"{', '.join(f'{v:.2f}' for v in runs['cairn'])} | {release_bytes / cairn / 1e6:.0f} | {ratio:.2f} |",
+        "",
+        f"Target: cairn pull <= {TARGET_RATIO:.1f} x plain: {'met' if ratio <= TARGET_RATIO else 'NOT met'}.",
+    ])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
