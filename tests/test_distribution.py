@@ -207,3 +207,35 @@ def test_missing_object_is_an_incomplete_release(tmp_path: Path, release_env) ->
     with pytest.raises(IncompleteReleaseError, match=digest):
         pull(StoreSource(store), MODEL, None, tmp_path / "p", release_env["policy"], progress=False)
     assert not (tmp_path / "p").exists()
+
+
+def test_tree_heads_can_be_witnessed_by_rekor(tmp_path: Path, release_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optional Rekor upload: each new signed tree head becomes a hashedrekord entry (private Rekor on loopback)."""
+    import datetime as dt
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from integrity.signing import load_private_key
+    from tests.support.private_sigstore import PrivateSigstore
+
+    store = open_store(tmp_path / "store")
+    ledger = open_ledger(store, home=release_env["home"])
+    key = load_private_key(ledger.private_key)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cairn ledger")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
+    (tmp_path / "ledger.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with PrivateSigstore(tmp_path / "sigstore") as sigstore:
+        monkeypatch.setenv("CAIRN_REKOR_URL", sigstore.rekor_url)
+        monkeypatch.setenv("CAIRN_LEDGER_CERT", str(tmp_path / "ledger.crt"))
+        publish(store, _bundle(tmp_path, release_env), release_env["policy"], ledger=ledger)
+        receipt = json.loads((tmp_path / "store" / "ledger" / "rekor" / "000000000001.json").read_text())
+        head = ledger.heads()[-1]
+        assert receipt["head"]["root"] == head.root and receipt["logIndex"] in sigstore.entries
+        logged = sigstore.entries[receipt["logIndex"]]["spec"]["data"]["hash"]["value"]
+        assert logged == hashlib.sha256(head.signed_part()).hexdigest()
