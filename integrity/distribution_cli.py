@@ -84,7 +84,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from integrity.distribution import PullState, StoreSource, TicketSource, default_pull_state, parse_reference, pull
+    from integrity.distribution import PullState, StoreSource, TicketSource, parse_reference, pull
 
     store = None
     if args.ticket:
@@ -100,7 +100,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         reference = args.release
     model, version = parse_reference(reference)
     policy = release_policy(args, model)
-    state = PullState(args.state) if args.state else default_pull_state()
+    state = PullState(args.state or os.environ.get("CAIRN_PULL_STATE") or _home(args) / "pull-state.json")
     result = pull(source, model, version, args.dest, policy, state=state, ledger=_ledger_for_pull(args, store),
                   progress=False if args.no_progress else None, workers=args.workers)
     _emit(args, result.as_dict(),

@@ -502,7 +502,8 @@ class Ingestion:
             target.parent.mkdir(parents=True, exist_ok=True)
             if kind in ("pytorch-zip", "pytorch-legacy", "pickle"):
                 converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
-                key = self.store.put_record("conversions", _record_name(source, "convert"), converted.record)
+                key = self._log(self.store.put_record("conversions", _record_name(source, "convert"),
+                                                      converted.record))
                 conversions.append({"from": relative, "from_sha256": converted.source_digest,
                                     "to": target.with_suffix(".safetensors").name,
                                     "to_sha256": converted.output_digest, "tensors": converted.tensors,
