@@ -579,9 +579,10 @@ class ReleaseSource(Protocol):
 class StoreSource:
     """Pull from an artifact store (local folder or S3 with credentials)."""
 
-    def __init__(self, store: ArtifactStore, *, max_concurrency: int = 8) -> None:
+    def __init__(self, store: ArtifactStore, *, connections: int = 1) -> None:
         self.store = store
-        self.max_concurrency = max_concurrency
+        #: Ranged GETs per large S3 object (s3transfer); 1 streams each object with one GET.
+        self.connections = max(1, connections)
 
     def describe(self) -> str:
         return self.store.url
@@ -604,7 +605,7 @@ class StoreSource:
         key = blob_key("trusted", digest)
         backend = self.store.backend
         try:
-            if isinstance(backend, S3Backend) and size > 8 * 1024 * 1024:
+            if isinstance(backend, S3Backend) and self.connections > 1 and size > 8 * 1024 * 1024:
                 self._fetch_s3(backend, key, dest, progress)
                 return
             with open(dest, "xb") as out:
@@ -620,7 +621,7 @@ class StoreSource:
         from botocore.exceptions import BotoCoreError, ClientError
 
         config = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                                max_concurrency=self.max_concurrency, use_threads=True)
+                                max_concurrency=self.connections, use_threads=True)
         try:
             backend.client.download_file(backend.bucket, backend.full_key(key), str(dest), Config=config,
                                          Callback=progress)

@@ -96,7 +96,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         if not args.release:
             raise UsageError("name the release: cairn pull MODEL[@VERSION] --dest DIR")
         store = _store(args)
-        source = StoreSource(store)
+        source = StoreSource(store, connections=args.connections)
         reference = args.release
     model, version = parse_reference(reference)
     policy = release_policy(args, model)
@@ -175,6 +175,8 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--state", help="rollback record (default $CAIRN_PULL_STATE or HOME/pull-state.json)")
     p.add_argument("--ledger-key", help="also check the index against the transparency ledger (its public key)")
     p.add_argument("--workers", type=int, default=4, help="files downloaded at the same time")
+    p.add_argument("--connections", type=int, default=1,
+                   help="ranged GETs per large S3 object (default 1: one GET; try 8 on AWS S3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = add("presign", cmd_presign, "write a pull ticket: presigned URLs for someone without bucket credentials")
