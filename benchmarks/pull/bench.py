@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(FAKE_ENV)
 
+    from integrity.bundle import verify_bundle
     from integrity.distribution import PullState, StoreSource, publish, pull
     from integrity.policy import load_policy
     from integrity.store import open_store
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         plains = {"download_file": (False, "sha256sum"), "get_object": (True, "sha256sum"),
                   "get_object_hashlib": (True, "hashlib")}
         runs: dict[str, list[float]] = {**{name: [] for name in plains}, "cairn": []}
+        verify_only: list[float] = []
 
         def run_plain(i: int) -> None:
             for name, (streamed, hasher) in plains.items():
@@ -233,12 +235,15 @@ def main(argv: list[str] | None = None) -> int:
             runs["cairn"].append(timed(lambda: pull(StoreSource(store, connections=CONNECTIONS), MODEL, None,
                                                     dest, policy, state=state, progress=False,
                                                     workers=FILE_WORKERS)))
+            # Not part of the pull's time: how much of it is verify_bundle on its own (page cache warm).
+            verify_only.append(timed(lambda: verify_bundle(dest, policy, MODEL)))
             shutil.rmtree(dest)
 
         log("warm-up (not timed)")
         run_plain(-1)
         run_cairn(-1)
         runs = {name: [] for name in runs}
+        verify_only.clear()
         for i in range(args.repeats):
             order = (run_plain, run_cairn) if i % 2 == 0 else (run_cairn, run_plain)
             for action in order:
@@ -250,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     medians = {name: statistics.median(values) for name, values in runs.items()}
-    plain_name = min(("download_file", "get_object", "get_object_hashlib"), key=lambda name: medians[name])
+    # The peer: plain download plus sha256sum (the faster of the two download methods).
+    plain_name = min(("download_file", "get_object"), key=lambda name: medians[name])
     plain, cairn = medians[plain_name], medians["cairn"]
     ratio = cairn / plain
+    strict_ratio = cairn / medians["get_object_hashlib"]
+    verify_median = statistics.median(verify_only)
     result = {
         "benchmark": "pull",
         "at": datetime.now(UTC).isoformat(),
@@ -266,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         "publish_seconds": round(published_s, 3),
         "seconds": {name: [round(v, 3) for v in values] for name, values in runs.items()},
         "median_seconds": {name: round(value, 3) for name, value in medians.items()},
+        "verify_bundle_only_seconds": [round(v, 3) for v in verify_only],
         "baseline": plain_name,
         "ratio": round(ratio, 3),
+        "ratio_vs_hashlib_plain": round(strict_ratio, 3),
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio <= TARGET_RATIO,
     }
@@ -277,16 +287,19 @@ def main(argv: list[str] | None = None) -> int:
               "cairn": "cairn pull (download + verify + atomic move)"}
     rows = [f"| {labels[name]} | {medians[name]:.2f} | {', '.join(f'{v:.2f}' for v in runs[name])} | "
             f"{release_bytes / medians[name] / 1e6:.0f} | {medians[name] / plain:.2f} |" for name in labels]
+    rows.append(f"| (of which verify_bundle alone, page cache warm) | {verify_median:.2f} | "
+                f"{', '.join(f'{v:.2f}' for v in verify_only)} | {release_bytes / verify_median / 1e6:.0f} | |")
     table = "\n".join([
         f"Release: {release_bytes / GB:.3f} GB in {len(objects)} objects, moto S3 on loopback, "
         f"median of {args.repeats} (page cache warm, see JSON)",
         "",
-        "| method | median s | runs (s) | MB/s | vs fastest plain |",
+        "| method | median s | runs (s) | MB/s | vs download + sha256sum |",
         "|---|---|---|---|---|",
         *rows,
         "",
-        f"Target: cairn pull <= {TARGET_RATIO:.1f} x the fastest plain method: "
-        f"{'met' if ratio <= TARGET_RATIO else 'NOT met'} ({ratio:.2f}).",
+        f"Target: cairn pull <= {TARGET_RATIO:.1f} x plain download + sha256sum: "
+        f"{'met' if ratio <= TARGET_RATIO else 'NOT met'} ({ratio:.2f}). Against download + OpenSSL sha256 "
+        f"(stricter than the target's peer): {strict_ratio:.2f}.",
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
