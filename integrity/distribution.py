@@ -761,8 +761,9 @@ def presign(
     _check_publication(index, publication)
     check_revocations(revocations, index, evidence)
     digests = {publication.index_sha256, publication.signature_sha256, *(f.sha256 for f in index.files)}
+    signer = _sigv4_client(backend)
     urls = {
-        digest: backend.client.generate_presigned_url(
+        digest: signer.generate_presigned_url(
             "get_object", Params={"Bucket": backend.bucket, "Key": backend.full_key(blob_key("trusted", digest))},
             ExpiresIn=expires_in)
         for digest in sorted(digests)
@@ -783,6 +784,17 @@ def presign(
         "objects": urls,
         "revocations": records,
     }
+
+
+def _sigv4_client(backend: S3Backend) -> Any:
+    """A client that presigns with Signature Version 4 (the only kind AWS accepts for new buckets)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(signature_version="s3v4",
+                    s3={"addressing_style": "path" if backend.endpoint_url else "auto"})
+    return boto3.session.Session().client("s3", endpoint_url=backend.endpoint_url,
+                                          region_name=backend.client.meta.region_name, config=config)
 
 
 # -- client-side rollback record ----------------------------------------------------------------

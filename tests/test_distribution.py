@@ -127,7 +127,9 @@ def test_pull_ticket_needs_no_credentials(tmp_path: Path, release_env, s3_bucket
     bundle = _bundle(tmp_path, release_env)
     publish(store, bundle, release_env["policy"])
     ticket = tmp_path / "ticket.json"
-    ticket.write_text(json.dumps(presign(store, MODEL, None, release_env["policy"], expires_in=600)))
+    issued = presign(store, MODEL, None, release_env["policy"], expires_in=600)
+    assert all("X-Amz-Algorithm=AWS4-HMAC-SHA256" in url for url in issued["objects"].values())
+    ticket.write_text(json.dumps(issued))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAIRN_S3"))}
     env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = "/nonexistent"
     run = subprocess.run([sys.executable, "-m", "integrity.cli", "pull", "--ticket", str(ticket), "--dest",
