@@ -26,6 +26,7 @@ ALLOWED_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descr
 ENCRYPTION_FLAGS = 0x0001 | 0x0040 | 0x2000  # traditional, strong, encrypted central directory
 METHODS = {0: "stored", 8: "deflated", 12: "bzip2"}
 CHUNK = 1 << 20
+_ZLIB = type(zlib.decompressobj())
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,7 @@ def decompress_stream(path: Path, kind: str, dest: Path, where: str, out: Findin
                         out.add(where, None, "compressed.trailing-data", f"data follows the end of the {kind} stream")
                         return False
                 while True:
-                    if isinstance(decoder, zlib._Decompress):
+                    if isinstance(decoder, _ZLIB):
                         piece = decoder.decompress(chunk, cap - produced + 1)
                         chunk = decoder.unconsumed_tail
                         more = bool(chunk)
