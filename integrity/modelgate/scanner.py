@@ -148,7 +148,8 @@ class _Scan:
             if path.resolve() in claimed:
                 self.formats[where] = "onnx-external-data"
             elif self._tf_variables(path, saved_models):
-                self.formats[where] = "tf-checkpoint-data"
+                self.formats[where] = ("tf-checkpoint-index" if path.name == "variables.index"
+                                       else "tf-checkpoint-data")
             else:
                 self.findings.add(where, 0, "format.unknown",
                                   "unknown format: the gate refuses what it cannot identify")
@@ -156,7 +157,7 @@ class _Scan:
     def _tf_variables(self, path: Path, saved_models: list[Path]) -> bool:
         for model in saved_models:
             index = model / "variables" / "variables.index"
-            if (path.parent == model / "variables" and path.name.startswith("variables.data-")
+            if (path.parent == model / "variables" and (path.name.startswith("variables.data-") or path == index)
                     and index.is_file() and graphs.tf_index_ok(index)):
                 return True
         return False
