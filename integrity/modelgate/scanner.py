@@ -354,8 +354,10 @@ class _Scan:
                 return "zip"
             unpacked = self._scratch_dir()
             for member in members:
-                if member.name.endswith("/"):
-                    continue
+                if member.name.endswith("/") or member.size > self.limits.max_member or (
+                        member.size > self.limits.ratio_floor
+                        and member.size > self.limits.max_ratio * max(member.compressed, 1)):
+                    continue  # directories; bombs are findings already and are never inflated
                 rel = posixpath.normpath(member.name)
                 if rel.startswith(("../", "/")) or rel == ".." or "\\" in rel or "\x00" in rel:
                     continue  # already a finding; never written outside the scratch area
