@@ -109,16 +109,20 @@ def _root_attributes(data: bytes) -> Iterator[tuple[str, tuple[bytes, int | None
         off_size, len_size = data[superblock + 13], data[superblock + 14]
         pos = superblock + (24 if version == 0 else 28)
         base = _uint(data, pos, off_size)
+        end_of_file = _uint(data, pos + 2 * off_size, off_size)
         pos += 4 * off_size  # base address, free-space, end-of-file, driver info
         root_header = _uint(data, pos + off_size, off_size)  # root symbol table entry: name offset, header address
     elif version in (2, 3):
         off_size, len_size = data[superblock + 9], data[superblock + 10]
         base = _uint(data, superblock + 12, off_size)
+        end_of_file = _uint(data, superblock + 12 + 2 * off_size, off_size)
         root_header = _uint(data, superblock + 12 + 3 * off_size, off_size)
     else:
         raise HDF5Error(f"superblock version {version}")
     if off_size not in (2, 4, 8) or len_size not in (2, 4, 8):
         raise HDF5Error(f"address size {off_size} / length size {len_size}")
+    if base + end_of_file != len(data):
+        raise HDF5Error(f"the superblock says the file ends at {base + end_of_file}, it has {len(data)} bytes")
     sizes = (off_size, len_size, base)
     for mtype, body, offset in _messages(data, base + root_header, sizes):
         if mtype == 0x15:  # attribute info: dense attribute storage lives in a fractal heap

@@ -187,8 +187,7 @@ class _Scan:
                  claimed: set[Path] | None) -> str:
         size = path.stat().st_size
         out = self.findings
-        if kind not in ("pickle", "pytorch-legacy"):
-            kind = self._polyglot(path, where, kind, size)
+        kind = self._polyglot(path, where, kind, size)
         if kind == "zip":
             return self._zip(path, where, size, depth)
         if kind == "pytorch-legacy":
@@ -253,7 +252,8 @@ class _Scan:
         """A file must be one thing: no pickle, zip, tar or HDF5 reading of it may find something else."""
         out = self.findings
         with open(path, "rb") as handle:
-            imports = shadow_imports(handle, 0, size, self.allowlist)
+            pickled = kind in ("pickle", "pytorch-legacy")
+            imports = [] if pickled else shadow_imports(handle, 0, size, self.allowlist)
             if imports and kind in ("text", "unknown"):
                 return "pickle"  # a protocol-0/1 pickle: walk it strictly for the reasons
             for offset, module, name in imports:
