@@ -297,6 +297,33 @@ def cmd_catalog_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- scan (model-file gate) ------------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Exit 0 only when every file is a recognised format with nothing unsafe or unaccounted for."""
+    from integrity.modelgate import scan_path
+
+    try:
+        report = scan_path(args.path)
+    except CairnError:
+        raise
+    except Exception as error:  # fail closed: a scan that breaks is a refusal, never a pass
+        data = {"artifact": args.path, "safe": False, "result": "unsafe",
+                "reason": f"the scan failed: {type(error).__name__}: {error}", "findings": []}
+        _emit(args, data, f"UNSAFE {args.path}: {data['reason']}")
+        return EXIT_REJECTED
+    data = {**report.as_dict(), "result": "clean" if report.safe else "unsafe"}
+    lines = [f"{'CLEAN' if report.safe else 'UNSAFE'} {report.artifact}: {report.files_scanned} file(s), "
+             f"allowlist v{report.allowlist_version}"]
+    lines += [f"  {where}: {kind}" for where, kind in sorted(report.formats.items())]
+    for finding in report.findings:
+        extra = f" (callable {finding.callable})" if finding.callable else ""
+        lines.append(f"  refused {finding.describe()}{extra}")
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK if report.safe else EXIT_REJECTED
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 
@@ -387,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     from integrity.distribution_cli import add_distribution_commands
 
     add_distribution_commands(add)
+
+    p = add("scan", cmd_scan, "model-file gate: refuse weights that can run code (exit 0 clean, 1 unsafe, 2 error)")
+    p.add_argument("path", help="model file or directory")
 
     p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
     cat_sub = p.add_subparsers(dest="catalog_command", required=True)

@@ -481,7 +481,7 @@ class Ingestion:
     def _model_report(self, source: Source, artifact: Path) -> dict[str, Any]:
         """Scan the weights; convert allowlisted pickle checkpoints to safetensors for everything downstream."""
         from integrity.modelgate import scan_path
-        from integrity.modelgate.convert import convert_to_safetensors
+        from integrity.modelgate.convert import convert_to_safetensors, downstream_refusal, needs_conversion
 
         report = scan_path(artifact)
         data: dict[str, Any] = report.as_dict()
@@ -489,6 +489,10 @@ class Ingestion:
         data["reason"] = report.reason
         shutil.rmtree(self.converted_dir(source), ignore_errors=True)
         if not report.safe:
+            return data
+        refusal = downstream_refusal(report)
+        if refusal:
+            data["passed"], data["reason"] = False, refusal
             return data
         out = self.converted_dir(source) / artifact.name
         files = [artifact] if artifact.is_file() else sorted(p for p in artifact.rglob("*") if p.is_file())
@@ -500,7 +504,7 @@ class Ingestion:
             kind = report.formats.get(relative, "")
             target = out / relative if artifact.is_dir() else out
             target.parent.mkdir(parents=True, exist_ok=True)
-            if kind in ("pytorch-zip", "pytorch-legacy", "pickle"):
+            if needs_conversion(kind):
                 converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
                 key = self._log(self.store.put_record("conversions", _record_name(source, "convert"),
                                                       converted.record))

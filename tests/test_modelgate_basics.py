@@ -74,7 +74,7 @@ def test_duplicate_zip_members_are_refused(tmp_path: Path) -> None:
 def test_unknown_formats_fail_closed(tmp_path: Path) -> None:
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
     report = scan_path(tmp_path / "blob.bin")
-    assert not report.safe and report.findings[0].rule == "format.unsupported"
+    assert not report.safe and report.findings[0].rule == "format.unknown"
     assert detect_format(tmp_path / "blob.bin") == "unknown"
     with pytest.raises(ArtifactReadError):
         scan_path(tmp_path / "missing.pt")
