@@ -99,7 +99,8 @@ class ReleaseNotFoundError(UsageError):
     """No published release matches the model (and version) asked for."""
 
     kind = "release-not-found"
-    advice = "Check the model name, the version and the store URL (`cairn pull` lists what is published)."
+    advice = ("Check the model name, the version and the store URL; published releases are the records under "
+              "releases/<model>/versions/ in the store.")
 
 
 class IncompleteReleaseError(VerificationError):
