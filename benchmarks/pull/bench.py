@@ -192,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     from integrity.distribution import PullState, StoreSource, publish, pull
     from integrity.policy import load_policy
     from integrity.store import open_store
-    from tests.support.s3server import make_client
 
     workdir = Path(tempfile.mkdtemp(prefix="cairn-pull-bench-", dir=args.workdir))
     port = free_port()
@@ -204,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"writing a release with {size / GB:.2f} GB of weights under {workdir}")
         bundle, policy_path, _public = build_release(workdir, size)
         policy = load_policy(policy_path)
-        client = make_client(endpoint)
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint,
+                                                config=Config(s3={"addressing_style": "path"}))
         client.create_bucket(Bucket="bench")
         store = open_store("s3://bench/store")
         log("publishing to moto's S3 server")
