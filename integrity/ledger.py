@@ -202,6 +202,10 @@ class Ledger:
             found.append(json.loads(self.store.backend.read_bytes(key)))
         return found
 
+    def _size(self) -> int:
+        """How many entries exist, from the listing alone (the next index to take)."""
+        return sum(1 for key in self.store.backend.list_keys(ENTRY_PREFIX) if key.endswith(".json"))
+
     def leaves(self) -> list[bytes]:
         return [leaf_hash(_canonical(entry)) for entry in self.entries()]
 
@@ -216,7 +220,7 @@ class Ledger:
         body = dict(data)
         digest = "sha256:" + hashlib.sha256(_canonical(body)).hexdigest()
         for _ in range(_MAX_APPEND_RETRIES):
-            index = len(self.entries())
+            index = self._size()
             entry = {"index": index, "kind": kind, "digest": digest, "appended_at": datetime.now(UTC).isoformat(),
                      "data": body}
             if self.store.backend.put_bytes(f"{ENTRY_PREFIX}{index:012d}.json", _canonical(entry)):
