@@ -166,14 +166,15 @@ class ReleaseWork:
         run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
         run = fine_tune(self.spec, self.inputs(), self.work_dir, run_id=run_id, store=self.ingestion.store,
                         log=self.log)
-        self._save(training_run=str(run.record_path.parent), training_record=run.record_key, evaluation=None)
+        # Paths are kept relative to the work folder, so a home can be moved or copied.
+        self._save(training_run=run.run_id, training_record=run.record_key, evaluation=None)
         return run
 
     def current_run(self) -> TrainingRun:
         folder = self._state().get("training_run")
         if not folder:
             raise UsageError(f"no training run for {self.spec.model}; run the fine-tuning step first")
-        run = load_training_run(folder, self.inputs())
+        run = load_training_run(self.work_dir / folder, self.inputs())
         key = self._state().get("training_record")
         return TrainingRun(run.run_id, run.model_dir, run.model_digest, run.files, run.record, run.record_path,
                            key, run.inputs)
@@ -186,14 +187,14 @@ class ReleaseWork:
         run = self.current_run()
         result = evaluate(run, self.spec.gate, triggers=[*self.triggers(), *extra_triggers],
                           store=self.ingestion.store, log=self.log)
-        self._save(evaluation=str(result.record_path))
+        self._save(evaluation=str(Path(str(result.record_path)).relative_to(self.work_dir)))
         return result
 
     def current_gate(self) -> GateResult:
         path = self._state().get("evaluation")
         if not path:
             raise UsageError(f"no evaluation for {self.spec.model}; run the release gate first")
-        return load_gate_result(path)
+        return load_gate_result(self.work_dir / path)
 
     def release(self, *, invocation_id: str | None = None, assets: Mapping[str, Sequence[str]] | None = None,
                 started: datetime | None = None) -> ReleaseResult:
