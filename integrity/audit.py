@@ -56,12 +56,15 @@ class AuditReport:
                 "failed_files": self.failed_files, "lineage_verified": self.lineage_verified}
 
 
-def _peek_model(release: Path) -> str:
+def _peek_model(release: Path, known: list[str] | None = None) -> str:
+    """The model a release claims to be (its index says, else its folder name): verified afterwards."""
     try:
         data = json.loads((release / INDEX).read_text(encoding="utf-8"))
         return str(data["model"])
     except (OSError, ValueError, KeyError, TypeError):
-        return ""
+        pass
+    candidates = sorted((m for m in known or [] if release.name.startswith(f"{m}-")), key=len, reverse=True)
+    return candidates[0] if candidates else ""
 
 
 def key_policy(model: str, public_key: str | Path) -> TrustPolicy:
@@ -91,20 +94,23 @@ def audit_release(
         raise UsageError("choose --policy or --key, not both")
     home = home or cairn_home()
     if key:
-        trust = key_policy(model or "<unknown>", key)
+        if not model:
+            model = path.name.rsplit("-", 1)[0]
+        trust = key_policy(model, key)
     else:
         policy_path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
         if not policy_path.is_file():
             raise UsageError(f"no release policy at {policy_path}",
                              advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
         trust = load_policy(policy_path)
+        model = model or _peek_model(path, list(trust.sources))
     revocations: RevocationList | None = None
     note = "not checked (no store given)"
     store_url = store or os.environ.get("CAIRN_STORE") or (str(home / "store") if (home / "store").is_dir() else None)
     if store_url and model and model in trust.sources:
         revocations = RevocationList.load(open_store(store_url), trust.source(model).signers)
         note = f"checked against {len(revocations)} signed revocation(s) in {store_url}"
-    audit = audit_bundle(path, trust, revocations=revocations, trusted_root=trusted_root)
+    audit = audit_bundle(path, trust, model or None, revocations=revocations, trusted_root=trusted_root)
     lineage = None
     try:
         loaded = json.loads((path / "lineage.json").read_text(encoding="utf-8"))
