@@ -30,7 +30,7 @@ from integrity.training import (
     resolve_inputs,
     safetensors_bytes,
 )
-from tests.support.release_demo import REPO, ReleaseDemo, shared_release_demo
+from tests.support.release_demo import REPO, ReleaseDemo, shared_release_demo, tiny_spec
 
 CATALOG = REPO / "pipelines" / "catalogs" / "demo.yaml"
 
@@ -120,6 +120,21 @@ def test_model_failing_the_release_gate_is_not_released(home: Path, demo: Releas
     assert ("clean accuracy", f"{gate.clean_accuracy:.4f}", ">= 1.0", "FAIL") in gate.rows()
     with pytest.raises(ReleaseGateError, match="below the policy minimum"):
         work.release()
+    assert not (home / "releases").exists()
+
+
+def test_failed_gate_stops_the_release_in_dagster_with_its_reason(home: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.assets.release import materialize_releases
+
+    monkeypatch.setenv("CAIRN_HOME", str(home))  # materialize_releases points the code location at the home
+    strict = tiny_spec(tmp_path / "strict.yaml", min_clean_accuracy=1.0)
+    result = materialize_releases(home, CATALOG, specs=[strict])
+    gate = next(e for e in result.get_asset_check_evaluations() if e.check_name == "release_gate")
+    assert gate.passed is False and gate.severity.value == "ERROR"
+    assert "below the policy minimum 1.0" in (gate.description or "")
+    assert result.asset_materializations_for_node("digits_classifier__evaluated")  # measured and shown
+    assert not result.asset_materializations_for_node("digits_classifier__released")  # blocked: not released
     assert not (home / "releases").exists()
 
 

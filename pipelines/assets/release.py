@@ -96,7 +96,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
 
         work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
         try:
-            run = work.train(run_id=f"{context.run_id[:8]}-{os.urandom(3).hex()}")
+            run = work.train(run_id=f"{context.run.run_id[:8]}-{os.urandom(3).hex()}")
         except CairnError as error:
             raise _fail(context, error) from error
         predicate = run.predicate
@@ -171,7 +171,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
 
         work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
         try:
-            result = work.release(invocation_id=context.run_id, assets=_asset_paths(spec))
+            result = work.release(invocation_id=context.run.run_id, assets=_asset_paths(spec))
         except CairnError as error:
             raise _fail(context, error) from error
         signer = result.report.signer
