@@ -112,11 +112,17 @@ def test_dataset_attested_under_a_revoked_policy_version_stops_training(home: Pa
     assert caught.value.artifact == "digits" and v2 in caught.value.reason
 
 
-def test_model_failing_the_release_gate_is_not_released(home: Path, demo: ReleaseDemo) -> None:
-    work = _work(home, demo.spec, min_clean_accuracy=1.0)
+def test_model_failing_the_release_gate_is_not_released(home: Path, demo: ReleaseDemo, tmp_path: Path) -> None:
+    mask = np.zeros((8, 8))
+    mask[6:, 6:] = 1  # a bright corner patch, as a trigger-reversal scan would report it
+    trigger = tmp_path / "corner.json"
+    trigger.write_text(json.dumps({"name": "corner-patch", "target": 7, "pattern": mask.tolist(),
+                                   "mask": mask.tolist(), "source": "test"}))
+    work = _work(home, demo.spec, min_clean_accuracy=1.0, triggers=[str(trigger)])
     gate = work.evaluate()  # the demo's (tiny) training run, against a policy it cannot meet
     assert not gate.passed
     assert "below the policy minimum 1.0" in gate.reason
+    assert 0.0 <= gate.attack_success["corner-patch"] <= 1.0  # measured on held-out images not of class 7
     assert ("clean accuracy", f"{gate.clean_accuracy:.4f}", ">= 1.0", "FAIL") in gate.rows()
     with pytest.raises(ReleaseGateError, match="below the policy minimum"):
         work.release()
