@@ -487,10 +487,11 @@ def _cross_references(root: Path, index: Mapping[str, Any]) -> str:
                     if isinstance(predicate, dict) else [])
     resolved = {str((d.get("digest") or {}).get("sha256", "")) for d in dependencies if isinstance(d, dict)}
     for item in index.get("inputs") or []:
-        digest = str((item or {}).get("digest", "")).removeprefix("sha256:")
-        if digest and digest not in resolved:
-            raise ReleaseFileError(f"input {item.get('name')!r} (sha256:{digest}) is not among the provenance's "
-                                   "resolved dependencies", artifact=path)
+        for key in ("digest", "used_digest"):
+            digest = str((item or {}).get(key) or "").removeprefix("sha256:")
+            if digest and digest not in resolved:
+                raise ReleaseFileError(f"input {item.get('name')!r} (sha256:{digest}) is not among the provenance's "
+                                       "resolved dependencies", artifact=path)
     return f"subject names the model files; {len(resolved)} resolved dependencies cover every input"
 
 
@@ -510,7 +511,7 @@ def _revocation_subjects(index: Mapping[str, Any], evidences: Sequence[SignerEvi
         digest = str(item.get("digest") or "")
         if digest.startswith("sha256:"):
             subjects.append(("artifact", digest))
-        for key in ("policy_digest", "attested_digest"):
+        for key in ("policy_digest", "used_digest"):
             value = str(item.get(key) or "")
             if value.startswith("sha256:"):
                 subjects.append(("policy" if key == "policy_digest" else "artifact", value))
@@ -622,9 +623,9 @@ def _inspect(
         for kind, subject in subjects:
             def not_revoked(kind: str = kind, subject: str = subject) -> str:
                 revocations.check(kind, subject, artifact=str(root))
-                return f"{kind} {subject} is not revoked"
+                return f"{kind} {subject}"
 
-            checks.run(INDEX, f"not revoked: {kind} {subject}", not_revoked)
+            checks.run(INDEX, "not revoked", not_revoked)
     report = None
     if all(f.passed for f in checks.findings) and index_result:
         evidence = index_result[0].evidence

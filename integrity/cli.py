@@ -324,6 +324,39 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return EXIT_OK if report.safe else EXIT_REJECTED
 
 
+# -- release and audit ----------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Re-verify a release bundle offline, print its lineage; exit 1 naming every file that fails."""
+    from integrity.audit import audit_release, render_html, render_text
+    from integrity.signing import atomic_write
+
+    report = audit_release(args.release, policy=args.policy, key=args.key, store=args.store,
+                           home=Path(args.home).resolve() if args.home else None, trusted_root=args.trusted_root)
+    if args.html:
+        atomic_write(args.html, render_html(report).encode())
+    _emit(args, report.as_dict(), render_text(report) + (f"\nHTML report: {args.html}" if args.html else ""))
+    if not report.ok:
+        for finding in report.audit.failures:
+            print(f"cairn audit: {finding.file}: {finding.detail}", file=sys.stderr)
+    return report.exit_code
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Fine-tune, gate and release one spec without Dagster (the release assets run the same steps)."""
+    from integrity.release import release_model
+    from integrity.release_spec import load_release_spec
+
+    spec_path = args.spec or Path(__file__).resolve().parent.parent / "pipelines" / "releases" / "demo.yaml"
+    gate, result = release_model(_ingestion(args), load_release_spec(spec_path), log=print)
+    data = {"gate": gate.as_gate(), "release": str(result.path) if result else None,
+            "version": result.version if result else None}
+    text = (f"released {result.path} (gate: {gate.reason})" if result else f"NOT released: {gate.reason}")
+    _emit(args, data, text)
+    return EXIT_OK if result else EXIT_REJECTED
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 
@@ -417,6 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("scan", cmd_scan, "model-file gate: refuse weights that can run code (exit 0 clean, 1 unsafe, 2 error)")
     p.add_argument("path", help="model file or directory")
+
+    p = add("audit", cmd_audit, "re-verify a release bundle offline and print its lineage (exit 1 if anything fails)")
+    p.add_argument("release", help="the release directory (<model>-<version>)")
+    p.add_argument("--policy", help="release policy YAML (default $CAIRN_RELEASE_POLICY or HOME/release-policy.yaml)")
+    p.add_argument("--key", help="pinned release public key instead of a policy")
+    p.add_argument("--store", help="artifact store with signed revocations (default $CAIRN_STORE or HOME/store)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--trusted-root", help="Sigstore trusted root for keyless releases")
+    p.add_argument("--html", help="also write a self-contained HTML report here")
+
+    p = add("release", cmd_release, "fine-tune from attested inputs, gate, and write the signed release (no Dagster)")
+    p.add_argument("--spec", help="release spec YAML (default: pipelines/releases/demo.yaml)")
+    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
 
     p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
     cat_sub = p.add_subparsers(dest="catalog_command", required=True)

@@ -227,7 +227,25 @@ def stage_demo(home: Path | None = None) -> Path:
     once("breast-cancer-export", _write_type_drift_export, by_key(uci_key))
     once("dicom-with-phi", lambda f: _write_dicom(f, deidentify=False), by_key(imaging_key))
     _write_policy(home / "policy.yaml", keys)
+    _release_identity(home)
     return home
+
+
+def _release_identity(home: Path) -> None:
+    """The pipeline's release identity (``keys/release.{key,pub}``) and who may sign which model's releases."""
+    from integrity.release import ensure_release_identity
+    from integrity.release_spec import load_release_spec
+
+    configured = os.environ.get("CAIRN_RELEASE_SPEC")
+    specs = ([Path(p) for p in configured.split(os.pathsep) if p] if configured
+             else sorted((Path(__file__).resolve().parent.parent / "pipelines" / "releases").glob("*.yaml")))
+    models = []
+    for spec in specs:
+        try:
+            models.append(load_release_spec(spec).model)
+        except CairnError:
+            continue  # the release asset reports a broken spec; staging goes on
+    ensure_release_identity(home, models)
 
 
 def _key_signer(keys: Path, name: str) -> dict[str, object]:

@@ -4,6 +4,7 @@ import dagster as dg
 
 from integrity.catalog import Catalog
 from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
+from pipelines.assets.release import RELEASE_GROUP, load_release_assets
 from pipelines.checks import build_reverify_check
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
@@ -20,11 +21,19 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
         tags={"cairn/job": "ingest"},
     )
     reverify_job, nightly_schedule = build_nightly_reverify(sources)
+    _, release_assets = load_release_assets()
+    release_job = dg.define_asset_job(
+        "release_models",
+        selection=dg.AssetSelection.groups(RELEASE_GROUP),
+        description="Fine-tune from attested inputs, run the release gate, and write the signed release bundle.",
+        tags={"cairn/job": "release"},
+    )
     return dg.Definitions(
         assets=[asset for source in sources for asset in build_source_assets(source)]
-        + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()],
+        + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()]
+        + release_assets,
         asset_checks=[build_reverify_check(source) for source in sources],
-        jobs=[ingest_job, reverify_job],
+        jobs=[ingest_job, reverify_job, release_job],
         schedules=[nightly_schedule],
         sensors=[build_drop_sensor(sources, ingest_job), explain_failed_runs],
         resources={"cairn": resource or CairnResource()},

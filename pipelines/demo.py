@@ -81,8 +81,10 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
     result = materialize_catalog(home)
     rows = summarize(home)
     unexpected = [r for r in rows if expected.get(str(r["source"])) not in (None, r["status"])]
+    releases = release_demo(home)
+    unexpected += [r for r in releases if r["status"] != "released"]
     if json_output:
-        print(json.dumps({"home": str(home), "run_id": result.run_id, "results": rows,
+        print(json.dumps({"home": str(home), "run_id": result.run_id, "results": rows, "releases": releases,
                           "unexpected": unexpected}, indent=2))
         return EXIT_REJECTED if unexpected else EXIT_OK
     print(f"Cairn demo: Dagster run {result.run_id} (home {home})\n")
@@ -97,8 +99,55 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
     attested = sum(1 for r in rows if r["status"] == "attested")
     print(f"\n{attested} attested, {len(rows) - attested} quarantined. Records: {home / 'store'}; "
           f"attested copies: {home / 'attested'}.")
+    print_releases(releases)
     print("Open the lineage in the Dagster UI:\n"
           f"  DAGSTER_HOME={home / 'dagster'} CAIRN_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
     if unexpected:
-        print(f"\nUNEXPECTED: {', '.join(str(r['source']) for r in unexpected)} did not end as expected")
+        names = [str(r.get("source") or r.get("model")) for r in unexpected]
+        print(f"\nUNEXPECTED: {', '.join(names)} did not end as expected")
     return EXIT_REJECTED if unexpected else EXIT_OK
+
+
+def release_demo(home: Path, catalog: Path = DEMO_CATALOG) -> list[dict[str, object]]:
+    """Fine-tune, gate and release every release spec through Dagster; one summary row per model."""
+    from pipelines.assets.release import load_release_assets, materialize_releases, release_asset_key
+
+    specs, _ = load_release_assets()
+    result = materialize_releases(home, catalog)
+    rows: list[dict[str, object]] = []
+    for spec in specs:
+        row: dict[str, object] = {"model": spec.model, "status": "not released", "run_id": result.run_id}
+        for stage in ("fine_tuned", "evaluated", "released"):
+            events = result.asset_materializations_for_node(f"{release_asset_key(spec, stage).to_python_identifier()}")
+            metadata = {k: getattr(v, "value", v) for e in events for k, v in e.metadata.items()}
+            row[stage] = metadata
+        gate = row["evaluated"]
+        released = row["released"]
+        if isinstance(released, dict) and released.get("release"):
+            row.update(status="released", release=str(released["release"]), version=released.get("version"),
+                       signer=released.get("signer_identity"))
+        failure = _release_failure(result)
+        row["reason"] = (gate.get("reason") if isinstance(gate, dict) and gate.get("passed") is False else
+                         failure if row["status"] != "released" else "")
+        rows.append(row)
+    return rows
+
+
+def _release_failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.user_failure_data
+            if error is not None and error.description:
+                return error.description.splitlines()[0]
+            if event.step_failure_data.error is not None:
+                return event.step_failure_data.error.message.strip().splitlines()[-1]
+    return "release steps did not run (an upstream gate failed)"
+
+
+def print_releases(releases: list[dict[str, object]]) -> None:
+    for row in releases:
+        if row["status"] == "released":
+            print(f"\nReleased {row['model']} {row.get('version')}: {row['release']} (signed by {row.get('signer')}).")
+            print(f"  Audit it offline: .venv/bin/cairn audit {row['release']}")
+        else:
+            print(f"\nNOT released: {row['model']}: {row.get('reason')}")

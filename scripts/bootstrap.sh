@@ -33,3 +33,12 @@ if [ "${1:-}" = "--test" ] && [ ! -x .venv-dvc/bin/dvc ]; then
   .venv-dvc/bin/python -m pip --disable-pip-version-check -q install "dvc==3.67.1" "dvc-s3==3.3.0"
   .venv-dvc/bin/python -m pip check
 fi
+
+# The Dagster UI tests drive Debian's Chromium headless (Python playwright, never `playwright install`).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+  { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+    || echo "bootstrap: could not install chromium with apt-get; the Dagster UI browser test will be skipped" >&2
+fi

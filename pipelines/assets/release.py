@@ -1,0 +1,255 @@
+"""Release assets per release spec: fine-tuned -> evaluated (release gate) -> released.
+
+* ``<model>/fine_tuned`` depends on the attested assets of its inputs (so the ingestion gates'
+  blocking checks stop it) and trains only on records-backed, re-hashed bytes;
+* ``<model>/evaluated`` carries the ``release_gate`` check, ERROR severity and blocking: a model
+  below policy stops here, and the check says why;
+* ``<model>/released`` writes and signs the bundle and shows the lineage (table and image link),
+  the provenance and BOM, the signer identity and each input's verification record.
+
+Each asset's data version is ``sha256:<model manifest root>``; the attested inputs' data
+versions are their content digests, so Dagster's lineage names the same bytes as the provenance.
+"""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from integrity.errors import CairnError
+from integrity.release_spec import InputRef, ReleaseSpec, ReleaseSpecError, load_release_spec
+from pipelines.resources import CairnResource
+
+RELEASES_DIR = Path(__file__).resolve().parent.parent / "releases"
+RELEASE_GROUP = "releases"
+GATE_CHECK = "release_gate"
+
+
+def default_release_spec_paths() -> list[Path]:
+    """``$CAIRN_RELEASE_SPEC`` (paths separated by ``os.pathsep``), else every spec in pipelines/releases."""
+    configured = os.environ.get("CAIRN_RELEASE_SPEC")
+    if configured:
+        return [Path(p) for p in configured.split(os.pathsep) if p]
+    return sorted(RELEASES_DIR.glob("*.yaml"))
+
+
+def model_key(spec: ReleaseSpec) -> str:
+    return spec.model.replace("-", "_").replace(".", "_")
+
+
+def release_asset_key(spec: ReleaseSpec, stage: str) -> dg.AssetKey:
+    return dg.AssetKey([model_key(spec), stage])
+
+
+def input_asset_key(ref: InputRef) -> dg.AssetKey:
+    """The Dagster asset of an input: ``<source>/attested``, or ``<source>/<stage>`` for ``SOURCE/STAGE``."""
+    return dg.AssetKey([ref.source.replace("-", "_"), ref.stage])
+
+
+def _asset_paths(spec: ReleaseSpec) -> dict[str, list[str]]:
+    return {stage: list(release_asset_key(spec, stage).path) for stage in ("fine_tuned", "evaluated", "released")}
+
+
+def _fail(context: Any, error: CairnError) -> dg.Failure:
+    context.log.error(error.diagnostics())
+    return dg.Failure(description=error.diagnostics(), metadata={"reason": error.summary(), "kind": error.kind,
+                                                                 "error": type(error).__name__})
+
+
+def _record_link(cairn: CairnResource, key: str | None) -> str:
+    if not key:
+        return "-"
+    store = cairn.ingestion().store
+    return store.backend.describe(key)
+
+
+def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
+    rows = ["| input | role | verified sha256 | used sha256 | signer | verification record |",
+            "|---|---|---|---|---|---|"]
+    for item in inputs:
+        signer = item.signer.get("identity") or item.signer.get("key_fingerprint") or item.signer.get("method")
+        rows.append(f"| {item.name} | {item.ref.role} | `{item.verified_digest[:16]}…` | `{item.digest[:16]}…` | "
+                    f"{signer} | {_record_link(cairn, item.records.get('verification'))} |")
+    return "\n".join(rows)
+
+
+def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
+    """The three release assets for one spec."""
+    tags = {"cairn/release": model_key(spec)}
+    trained_key, evaluated_key, released_key = (release_asset_key(spec, s) for s in ("fine_tuned", "evaluated",
+                                                                                     "released"))
+
+    @dg.asset(
+        key=trained_key,
+        deps=[input_asset_key(ref) for ref in spec.inputs],
+        group_name=RELEASE_GROUP,
+        kinds={"cairn", "pytorch"},
+        tags={**tags, "cairn/stage": "fine_tuned"},
+        description=f"{spec.model}: fine-tune {spec.base_model.ref} on {', '.join(d.ref for d in spec.datasets)}, "
+                    "only from inputs with passing verification and validation records, re-hashed at load.",
+        metadata={"release_spec": str(spec.path), "release_spec_digest": spec.digest},
+    )
+    def _fine_tuned(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        from integrity.release import ReleaseWork
+
+        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        try:
+            run = work.train(run_id=f"{context.run.run_id[:8]}-{os.urandom(3).hex()}")
+        except CairnError as error:
+            raise _fail(context, error) from error
+        predicate = run.predicate
+        return dg.MaterializeResult(
+            metadata={
+                "model_digest": f"sha256:{run.model_digest}",
+                "training_run": run.run_id,
+                "training_record": dg.MetadataValue.path(_record_link(cairn, run.record_key)),
+                "device": str(predicate["device"]),
+                "steps": predicate["result"]["steps"],
+                "train_accuracy_last_epoch": round(float(predicate["result"]["trainAccuracy"]), 4),
+                "seconds": predicate["seconds"],
+                "code_commit": str(predicate["code"].get("commit")),
+                "inputs": dg.MetadataValue.md(_inputs_table(cairn, run.inputs)),
+                "hyperparameters": dg.MetadataValue.json(predicate["hyperparameters"]),
+                "seeds": dg.MetadataValue.json(predicate["seeds"]),
+                "libraries": dg.MetadataValue.json(predicate["libraries"]),
+                "model_dir": dg.MetadataValue.path(str(run.model_dir)),
+            },
+            data_version=dg.DataVersion(f"sha256:{run.model_digest}"),
+        )
+
+    @dg.asset(
+        key=evaluated_key,
+        deps=[trained_key],
+        group_name=RELEASE_GROUP,
+        kinds={"cairn", "pytorch"},
+        tags={**tags, "cairn/stage": "evaluated"},
+        description=f"{spec.model}: the release gate on held-out data: clean accuracy >= "
+                    f"{spec.gate.min_clean_accuracy}, trigger attack success <= {spec.gate.max_attack_success}, "
+                    f"FGSM/PGD accuracy at eps {list(spec.gate.epsilons)} reported.",
+        check_specs=[dg.AssetCheckSpec(
+            GATE_CHECK, asset=evaluated_key, blocking=True,
+            description="The model meets the release policy; otherwise it is not released.")],
+    )
+    def _evaluated(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        from integrity.release import ReleaseWork
+
+        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        try:
+            gate = work.evaluate()
+        except CairnError as error:
+            raise _fail(context, error) from error
+        (context.log.info if gate.passed else context.log.error)(f"release gate: {gate.reason}")
+        table = "| measure | value | policy | verdict |\n|---|---|---|---|\n" + "\n".join(
+            f"| {a} | {b} | {c} | {d} |" for a, b, c, d in gate.rows())
+        summary = {"passed": gate.passed, "reason": gate.reason, "clean_accuracy": round(gate.clean_accuracy, 4)}
+        return dg.MaterializeResult(
+            metadata={**summary, "gate": dg.MetadataValue.md(table),
+                      "evaluation_record": dg.MetadataValue.path(_record_link(cairn, gate.record_key)),
+                      "model_digest": f"sha256:{gate.model_digest}"},
+            check_results=[dg.AssetCheckResult(check_name=GATE_CHECK, passed=gate.passed,
+                                               severity=dg.AssetCheckSeverity.ERROR, description=gate.reason[:1000],
+                                               metadata={**summary, "gate": dg.MetadataValue.md(table)})],
+            data_version=dg.DataVersion(f"sha256:{gate.model_digest}"),
+        )
+
+    @dg.asset(
+        key=released_key,
+        deps=[evaluated_key],
+        group_name=RELEASE_GROUP,
+        kinds={"cairn"},
+        tags={**tags, "cairn/stage": "released"},
+        description=f"{spec.model}: the signed release bundle (model-signing signature, SLSA v1 provenance, "
+                    "CycloneDX 1.6 ML-BOM, lineage graph), re-verified after writing.",
+    )
+    def _released(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        import json
+
+        from integrity.provenance import lineage_markdown
+        from integrity.release import ReleaseWork
+
+        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        try:
+            result = work.release(invocation_id=context.run.run_id, assets=_asset_paths(spec))
+        except CairnError as error:
+            raise _fail(context, error) from error
+        signer = result.report.signer
+        identity = signer.get("identity") or signer.get("key_fingerprint") or "?"
+        signer_text = f"{signer.get('method')} {identity}"
+        inputs = result.context.inputs
+        metadata: dict[str, Any] = {
+            "release": dg.MetadataValue.path(str(result.path)),
+            "version": result.version,
+            "model_digest": f"sha256:{result.context.model_digest}",
+            "signer_identity": signer_text,
+            "signer": dg.MetadataValue.json(dict(signer)),
+            "lineage": dg.MetadataValue.md(lineage_markdown(result.lineage)),
+            "lineage_image": dg.MetadataValue.url(f"file://{result.path / 'lineage.svg'}"),
+            "inputs": dg.MetadataValue.md(_inputs_table(cairn, inputs)),
+            "provenance": dg.MetadataValue.json(json.loads((result.path / "provenance.intoto.json").read_text())),
+            "bom": dg.MetadataValue.json(json.loads((result.path / "bom.cdx.json").read_text())),
+            "gate": dg.MetadataValue.json(dict(result.context.gate.as_gate())),
+            "audit": dg.MetadataValue.text(f"cairn audit {result.path}"),
+        }
+        for item in inputs:
+            metadata[f"verification_record/{item.name}"] = dg.MetadataValue.path(
+                _record_link(cairn, item.records.get("verification")))
+        return dg.MaterializeResult(metadata=metadata,
+                                    data_version=dg.DataVersion(f"sha256:{result.context.model_digest}"))
+
+    return [_fine_tuned, _evaluated, _released]
+
+
+def build_invalid_spec_asset(path: Path, error: CairnError) -> dg.AssetsDefinition:
+    """A release spec that does not parse: one asset that fails with the reason (nothing is trained)."""
+    key = dg.AssetKey([path.stem.replace("-", "_").replace(".", "_"), "release_spec"])
+
+    @dg.asset(key=key, group_name=RELEASE_GROUP, kinds={"cairn"},
+              description=f"{path}: this release spec is invalid; nothing is trained or released.")
+    def _invalid(context: dg.AssetExecutionContext) -> None:
+        raise _fail(context, error)
+
+    return _invalid
+
+
+def load_release_assets(paths: Sequence[Path] | None = None) -> tuple[list[ReleaseSpec], list[dg.AssetsDefinition]]:
+    """Specs and their assets; a broken spec becomes a failing asset instead of a broken code location."""
+    specs: list[ReleaseSpec] = []
+    assets: list[dg.AssetsDefinition] = []
+    for path in default_release_spec_paths() if paths is None else paths:
+        try:
+            spec = load_release_spec(path)
+        except ReleaseSpecError as error:
+            assets.append(build_invalid_spec_asset(Path(path), error))
+            continue
+        specs.append(spec)
+        assets.extend(build_release_assets(spec))
+    return specs, assets
+
+
+def release_asset_keys(specs: Sequence[ReleaseSpec]) -> list[dg.AssetKey]:
+    return [release_asset_key(s, stage) for s in specs for stage in ("fine_tuned", "evaluated", "released")]
+
+
+def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | None = None,
+                         log_level: str = "CRITICAL") -> dg.ExecuteInProcessResult:
+    """One Dagster run over the release assets (the ingestion assets are upstream, already materialized)."""
+    from integrity.catalog import load_catalog
+    from pipelines.assets.ingestion import build_source_assets
+    from pipelines.demo import dagster_home
+
+    os.environ["CAIRN_HOME"] = str(home)
+    instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
+    sources = load_catalog(catalog, root=home, strict=False)
+    upstream = [asset for source in sources for asset in build_source_assets(source)]
+    _, assets = load_release_assets(specs)
+    return dg.materialize(
+        [*upstream, *assets],
+        selection=[key for a in assets for key in a.keys],
+        instance=instance,
+        resources={"cairn": CairnResource(home=str(home), catalog=str(catalog))},
+        raise_on_error=False,
+        tags={"cairn/trigger": "demo", "cairn/job": "release"},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )

@@ -1,0 +1,64 @@
+"""One `cairn demo` run (ingestion + a tiny fine-tune + release) shared by every release test.
+
+The run happens once per test session, even across pytest-xdist workers: the first worker to
+take the file lock runs it and leaves ``done.json``; the others wait and reuse the result. The
+spec is the demo's own with a handful of training steps and a lenient accuracy floor, so the
+whole pipeline runs in test time; the gate's logic is tested separately with real thresholds.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from filelock import FileLock
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_SPEC = REPO / "pipelines" / "releases" / "demo.yaml"
+MODEL = "digits-classifier"
+
+
+@dataclass(frozen=True)
+class ReleaseDemo:
+    home: Path
+    spec: Path
+    release: Path
+    returncode: int
+    output: str
+
+
+def tiny_spec(path: Path, **gate: object) -> Path:
+    """The demo spec with a few training steps and cheap adversarial checks (gate overrides allowed)."""
+    data = yaml.safe_load(DEMO_SPEC.read_text())
+    data["training"].update({"max_steps": 4, "epochs": 1})
+    data["gate"].update({"min_clean_accuracy": 0.05, "adversarial_samples": 16, "pgd_steps": 2, **gate})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def shared_release_demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "release-demo"
+    with FileLock(str(root / "release-demo.lock")):
+        done = folder / "done.json"
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            spec = tiny_spec(folder / "tiny-release.yaml")
+            home = folder / "home"
+            env = {**os.environ, "CAIRN_HOME": str(home), "CAIRN_RELEASE_SPEC": str(spec),
+                   "DAGSTER_DISABLE_TELEMETRY": "1"}
+            env.pop("CAIRN_STORE", None)
+            run = subprocess.run([str(Path(sys.executable).parent / "cairn"), "demo", "--home", str(home)],
+                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+            releases = sorted((home / "releases").glob(f"{MODEL}-*"))
+            done.write_text(json.dumps({"home": str(home), "spec": str(spec), "returncode": run.returncode,
+                                        "release": str(releases[-1]) if releases else "",
+                                        "output": run.stdout + run.stderr}))
+    data = json.loads((folder / "done.json").read_text())
+    return ReleaseDemo(Path(data["home"]), Path(data["spec"]), Path(data["release"]), data["returncode"],
+                       data["output"])
