@@ -450,7 +450,8 @@ def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
             yield path.relative_to(root).as_posix(), info
 
 
-def _check_file(root: Path, name: str, entry: Mapping[str, Any]) -> str:
+def _check_file(root: Path, name: str, entry: Mapping[str, Any], *, digest: str | None = None) -> str:
+    """Size and SHA-256 against the index; ``digest`` is one already computed from the same bytes."""
     path = root / name
     try:
         info = path.lstat()
@@ -460,7 +461,7 @@ def _check_file(root: Path, name: str, entry: Mapping[str, Any]) -> str:
         raise ReleaseFileError("not a regular file (links and special files are refused)", artifact=path)
     if info.st_size != entry["size"]:
         raise ReleaseFileError(f"size {info.st_size} differs from the signed size {entry['size']}", artifact=path)
-    digest = sha256_file(path)
+    digest = digest or sha256_file(path)
     if digest != entry["sha256"]:
         raise ReleaseFileError(f"sha256 {digest} differs from the signed {entry['sha256']}", artifact=path)
     return f"sha256 {digest}, {info.st_size} bytes"
@@ -589,22 +590,39 @@ def _inspect(
     for file in sorted(set(present) - set(listed) - {INDEX, INDEX_SIGNATURE}):
         checks.fail(ReleaseFileError("present in the release but not listed in the signed release.json",
                                      artifact=root / file), file, "listed")
-    for file in sorted(listed):
+    # The model's files are hashed once, by the model-signing verification; their digests are then
+    # compared with the index. Only when that verification fails are they hashed one by one, to name
+    # the file that differs.
+    in_model = {f for f in listed if f.startswith(f"{MODEL_DIR}/") and f != MODEL_SIGNATURE}
+    for file in sorted(set(listed) - in_model):
         def check_listed(file: str = file) -> str:
             return _check_file(root, file, listed[file])
 
         checks.run(file, "sha256 and size", check_listed)
+    model_digests: dict[str, str] = {}
 
     def verify_model() -> str:
-        result = verify_artifact(root / MODEL_DIR, rules, bundle=root / MODEL_SIGNATURE, trusted_root=trusted_root,
-                                 source=name)
+        try:
+            result = verify_artifact(root / MODEL_DIR, rules, bundle=root / MODEL_SIGNATURE,
+                                     trusted_root=trusted_root, source=name)
+        except VerificationError:
+            for file in sorted(in_model):  # name the file that differs from the index, if one does
+                _check_file(root, file, listed[file])
+            raise
         evidences.append(result.evidence)
+        if result.manifest is not None and result.manifest.config.method == "files":  # whole-file digests
+            model_digests.update({f"{MODEL_DIR}/{n}": d for n, d in result.manifest.files.items()})
         if index is None or f"sha256:{result.digest}" != index["model_digest"]:
             raise ReleaseIndexError(f"model/ manifest root sha256:{result.digest} is not the index's model_digest",
                                     artifact=root / MODEL_DIR)
         return f"model-signing signature by {result.evidence.describe()}; manifest root sha256:{result.digest}"
 
     checks.run(MODEL_SIGNATURE, "model-signing signature over model/", verify_model)
+    for file in sorted(in_model):
+        def check_model_file(file: str = file) -> str:
+            return _check_file(root, file, listed[file], digest=model_digests.get(file))
+
+        checks.run(file, "sha256 and size", check_model_file)
     for file in SIGNED_FILES:
         def verify_one(file: str = file) -> str:
             result = verify_artifact(root / file, rules, bundle=root / f"{file}.sig", trusted_root=trusted_root,
