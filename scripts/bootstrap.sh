@@ -34,11 +34,18 @@ if [ "${1:-}" = "--test" ] && [ ! -x .venv-dvc/bin/dvc ]; then
   .venv-dvc/bin/python -m pip check
 fi
 
-# The Dagster UI tests drive Debian's Chromium headless (Python playwright, never `playwright install`).
-if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
-  { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
-    || echo "bootstrap: could not install chromium with apt-get; the Dagster UI browser test will be skipped" >&2
+# System packages the tests use for real parts: Debian's Chromium (the Dagster UI is driven
+# headless with Python playwright, never `playwright install`) and a PostgreSQL server (the
+# deployment's Dagster instance). Tests that need one skip, saying why, where it is missing.
+if [ "${1:-}" = "--test" ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+    { $SUDO apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; }; } \
+      || echo "bootstrap: could not install ${missing[*]} with apt-get; the tests that need them will be skipped" >&2
+  fi
 fi
