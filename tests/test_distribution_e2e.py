@@ -289,3 +289,38 @@ def test_ingestion_logs_every_verification_and_attestation(tmp_path: Path) -> No
     logged = {e["data"]["record"] for e in entries}
     for kind in ("verifications", "validations", "ingestions"):
         assert {f"records/{kind}/{n}.json" for n in ingestion.store.list_records(kind)} <= logged
+
+
+def test_the_demo_release_is_published_to_s3_pulled_and_verified(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, s3_bucket: S3Bucket  # noqa: F811
+) -> None:
+    """The acceptance path with the demo's own release (fine-tuned on attested inputs), not a stand-in."""
+    from tests.support.release_demo import shared_release_demo
+
+    demo = shared_release_demo(tmp_path_factory)
+    assert demo.returncode == 0, demo.output[-3000:]
+    policy, public = demo.home / "release-policy.yaml", demo.home / "keys" / "release.pub"
+    common = ["--store", f"{s3_bucket.url}/demo", "--home", tmp_path / "publisher"]
+    published = cairn("publish", demo.release, *common, "--release-policy", policy, "--json")
+    assert published.returncode == 0, published.stderr
+    version = json.loads((demo.release / "release.json").read_text())["version"]
+
+    dest = tmp_path / "pulled"
+    pulled = cairn("pull", f"{MODEL}@{version}", "--dest", dest, *common, "--release-policy", policy,
+                   "--state", tmp_path / "state.json", "--no-progress")
+    assert pulled.returncode == 0, pulled.stderr
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == sorted(
+        p.relative_to(demo.release).as_posix() for p in demo.release.rglob("*") if p.is_file())
+    verified = subprocess.run([BIN / "model_signing", "verify", "key", dest / "model", "--signature",
+                               dest / "model" / "model.sig", "--public_key", public],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    audit = cairn("audit", dest, "--policy", policy)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    provenance = json.loads((dest / "provenance.intoto.json").read_text())
+    listed = {d["digest"].get("sha256") for d in provenance["predicate"]["buildDefinition"]["resolvedDependencies"]}
+    inputs = json.loads((dest / "release.json").read_text())["inputs"]
+    assert {i["name"] for i in inputs} == {"efficientnet-lite0", "digits"}
+    for entry in inputs:  # the attested digest, and the bytes training actually read
+        for digest in (entry["digest"], entry.get("used_digest", entry["digest"])):
+            assert digest.removeprefix("sha256:") in listed
