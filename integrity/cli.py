@@ -293,6 +293,30 @@ def cmd_catalog_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_poisoning(args: argparse.Namespace) -> int:
+    """Poisoning benchmark (repository checkout only: the benchmarks package is not installed)."""
+    checkout = str(Path(__file__).resolve().parent.parent)
+    if (Path(checkout) / "benchmarks" / "poisoning").is_dir() and checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    try:
+        from benchmarks.poisoning import bench
+    except ImportError as exc:
+        raise UsageError(f"the benchmarks are not importable here ({exc}); run from the repository root") from exc
+    if args.time_scan:
+        from benchmarks.poisoning import scan_timing
+
+        return int(scan_timing.main(["--data", args.data if args.data != "digits" else "fashion_mnist",
+                                     "--out", args.out]))
+    attacks = [a.strip() for a in args.attack.split(",")]
+    rates = [float(r) for r in str(args.rate).split(",")]
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.METHODS
+    report = bench.run(args.data, attacks, rates, args.seeds, Path(args.out), device=args.device,
+                       train_size=args.train_size, methods=methods)
+    print(bench.markdown(report["summary"]))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')} ({report['seconds']} s)")
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 
@@ -384,6 +408,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=cmd_catalog_check)
     c.add_argument("catalog")
     c.add_argument("--home", help="Cairn home that relative URIs resolve against")
+    c.add_argument("--json", action="store_true")
+
+    p = add("bench", lambda a: EXIT_USAGE, "benchmarks (from a repository checkout)")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    c = bench_sub.add_parser("poisoning", help="poisoning scans vs ART and cleanlab on injected attacks")
+    c.set_defaults(handler=cmd_bench_poisoning)
+    c.add_argument("--data", default="digits", help="digits, breast_cancer, fashion_mnist or FILE.npz (X, y)")
+    c.add_argument("--attack", default="badnets", help="label_flip, label_flip_pair, badnets, badnets_single, "
+                   "blended, clean_label (comma-separated for several)")
+    c.add_argument("--rate", default="0.05", help="poisoned fraction of the training set (comma-separated)")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--out", default="benchmarks/results/poisoning.json")
+    c.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    c.add_argument("--train-size", type=int, help="subsample the training split (e.g. Fashion-MNIST on CPU)")
+    c.add_argument("--methods", help="comma-separated subset of the methods")
+    c.add_argument("--time-scan", action="store_true",
+                   help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
     c.add_argument("--json", action="store_true")
     return parser
 

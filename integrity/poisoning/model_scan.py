@@ -117,7 +117,7 @@ def reverse_engineer_triggers(embed: Callable[[Any], Any], probes: np.ndarray, *
             mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
             out = logits(embed((1 - mask) * inputs + mask * pattern))
             loss = torch.nn.functional.cross_entropy(out, target) + weight * mask.sum()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
             with torch.no_grad():
                 hit = float((out.argmax(1) == target).float().mean())
