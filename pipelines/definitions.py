@@ -4,6 +4,7 @@ import dagster as dg
 
 from integrity.catalog import Catalog
 from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
+from pipelines.assets.screening import build_screening_assets
 from pipelines.checks import build_reverify_check
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
@@ -22,7 +23,8 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
     reverify_job, nightly_schedule = build_nightly_reverify(sources)
     return dg.Definitions(
         assets=[asset for source in sources for asset in build_source_assets(source)]
-        + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()],
+        + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()]
+        + build_screening_assets(catalog),
         asset_checks=[build_reverify_check(source) for source in sources],
         jobs=[ingest_job, reverify_job],
         schedules=[nightly_schedule],

@@ -140,11 +140,12 @@ def reverse_engineer_triggers(embed: Callable[[Any], Any], probes: np.ndarray, *
 
 
 def scan_encoder(embed: Callable[[Any], Any], probes: np.ndarray, *, policy: ModelScanPolicy | None = None,
-                 regions: int = 6, steps: int = 60, device: str = "cpu", classifier: bool = False) -> ModelScan:
+                 regions: int = 6, steps: int = 60, device: str = "cpu", classifier: bool = False,
+                 lr: float = 0.1) -> ModelScan:
     """Score an encoder (``embed``: N x C x H x W tensors in [0, 1] -> N x D) for an implanted backdoor."""
     started = time.perf_counter()
     policy = policy or ModelScanPolicy()
     trigger = reverse_engineer_triggers(embed, probes, regions=regions, steps=steps, device=device,
-                                        classifier=classifier)
+                                        classifier=classifier, lr=lr)
     score = anomaly_index(np.asarray(trigger.mask_norms))
     return ModelScan(score, policy.check(score), trigger, time.perf_counter() - started)
