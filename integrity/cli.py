@@ -305,6 +305,12 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
         scan_timing = importlib.import_module("benchmarks.poisoning.scan_timing")
     except ImportError as exc:
         raise UsageError(f"the benchmarks are not importable here ({exc}); run from the repository root") from exc
+    if args.models:
+        models = importlib.import_module("benchmarks.poisoning.models")
+        report = models.run(args.models, Path(args.out), device=args.device or "cpu")
+        print(Path(args.out).with_suffix(".md").read_text())
+        print(f"wrote {args.out} ({report['seconds']} s)")
+        return EXIT_OK
     if args.time_scan:
         return int(scan_timing.main(["--data", args.data if args.data != "digits" else "fashion_mnist",
                                      "--out", args.out]))
@@ -426,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", help="comma-separated subset of the methods")
     c.add_argument("--time-scan", action="store_true",
                    help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
+    c.add_argument("--models", type=int, default=0,
+                   help="model-level benchmark instead: train N clean and N backdoored backbones and scan them")
     c.add_argument("--json", action="store_true")
     return parser
 

@@ -32,7 +32,7 @@ def as_input(x: np.ndarray) -> np.ndarray:
 
 
 def train(x: np.ndarray, y: np.ndarray, classes: int, *, seed: int, epochs: int | None = None,
-          device: str = "cpu", batch_size: int = 64) -> Any:
+          device: str = "cpu", batch_size: int = 128) -> Any:
     import torch
 
     torch.manual_seed(seed)
@@ -41,7 +41,7 @@ def train(x: np.ndarray, y: np.ndarray, classes: int, *, seed: int, epochs: int 
     model = make_cnn(tuple(data.shape[1:]), classes).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    epochs = epochs or (30 if len(y) < 5000 else 6)
+    epochs = epochs or (15 if len(y) < 5000 else 5)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator).to(device)
