@@ -299,6 +299,7 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     if (Path(checkout) / "benchmarks" / "poisoning").is_dir() and checkout not in sys.path:
         sys.path.insert(0, checkout)
     import importlib
+    import importlib.util
 
     try:  # imported by name: the benchmarks are not part of the typed, installed library
         bench = importlib.import_module("benchmarks.poisoning.bench")
@@ -314,9 +315,14 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     if args.time_scan:
         return int(scan_timing.main(["--data", args.data if args.data != "digits" else "fashion_mnist",
                                      "--out", args.out]))
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.METHODS
+    needs = {"art": any(m.startswith("art_") for m in methods), "cleanlab": "cleanlab" in methods}
+    for module, needed in needs.items():
+        if needed and importlib.util.find_spec(module) is None:
+            raise UsageError(f"{module} is not installed: run `.venv/bin/pip install -e '.[bench]'` "
+                             "(ART and cleanlab are the benchmark's peers)")
     attacks = [a.strip() for a in args.attack.split(",")]
     rates = [float(r) for r in str(args.rate).split(",")]
-    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.METHODS
     report = bench.run(args.data, attacks, rates, args.seeds, Path(args.out), device=args.device,
                        train_size=args.train_size, methods=methods)
     print(bench.markdown(report["summary"]))
