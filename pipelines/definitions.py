@@ -16,7 +16,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
     sources = list(catalog)
     ingest_job = dg.define_asset_job(
         "ingest_sources",
-        selection=dg.AssetSelection.groups("datasets", "models"),
+        selection=dg.AssetSelection.groups("datasets", "models", "screening"),
         description="Fetch, verify, validate and attest catalog sources (the drop sensor runs it per source).",
         tags={"cairn/job": "ingest"},
     )

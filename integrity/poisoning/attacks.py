@@ -124,7 +124,7 @@ def inject(x: np.ndarray, y: np.ndarray, attack: str, rate: float, *, seed: int 
                     details={"target_instances": x[aims], "base_class": base_class})
 
 
-def feature_collision(embed: Callable[[Any], Any], prepare: Callable[[Any], Any], *, steps: int = 150,
+def feature_collision(embed: Callable[[Any], Any], prepare: Callable[[Any], Any], *, steps: int = 80,
                       beta: float = 0.25, lr: float = 0.02) -> Callable[..., np.ndarray]:
     """A Poison Frogs crafter: move each base image until its embedding collides with its target's.
 
