@@ -15,6 +15,17 @@ def _auroc(scores: np.ndarray, poison: np.ndarray) -> float:
     return float(roc_auc_score(poison, scores))
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The suite runs two pytest workers on two cores: torch's own threads would oversubscribe them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
@@ -109,8 +120,6 @@ def test_foundation_features_from_the_packaged_weights(digits, tmp_path):
 
 
 def test_model_scan_tells_a_backdoored_backbone_from_a_clean_one(digits):
-    import torch
-
     from benchmarks.poisoning.victims import predict, train
 
     x, y = digits
@@ -119,8 +128,6 @@ def test_model_scan_tells_a_backdoored_backbone_from_a_clean_one(digits):
     clean_model = train(x, y, 10, seed=1, epochs=10)
     backdoored = train(poisoned.x, poisoned.y, 10, seed=1, epochs=10)
     assert (predict(backdoored, patch_trigger(x[y != 1])) == 1).mean() > 0.9  # the backdoor works
-    with torch.no_grad():
-        pass
     clean_scan = scan_encoder(clean_model, probes, classifier=True, steps=150)
     bad_scan = scan_encoder(backdoored, probes, classifier=True, steps=150, policy=ModelScanPolicy(max_score=1.8))
     assert bad_scan.trigger.region == 1, bad_scan.summary()
