@@ -131,8 +131,8 @@ def _seeded_agreement(residual: Any, consistency: np.ndarray, seed_z: float) -> 
 
 
 def view_scores(view: str, z: np.ndarray, y: np.ndarray, *, k: int = 20, residual_k: int = 3,
-                min_separation: float = 4.0, min_gain: float = 1.0, min_group: float = 0.05, seed_z: float = 1.5,
-                device: str = "cpu") -> ViewScores:
+                min_separation: float = 4.0, min_gain: float = 1.0, min_group: float = 0.1, max_share: float = 0.6,
+                seed_z: float = 1.5, coherent_z: float = 6.0, device: str = "cpu") -> ViewScores:
     """Consistency and residual-split scores for one view (``z``: N x D features)."""
     import torch
 
@@ -152,6 +152,11 @@ def view_scores(view: str, z: np.ndarray, y: np.ndarray, *, k: int = 20, residua
         residual = data[torch.as_tensor(members, device=device)] - data[ids].mean(1)
         residual = residual - residual.mean(0)
         seeded[members] = _seeded_agreement(residual, consistency[members], seed_z)
+        # A low-rate backdoor: too few poisons to split the class, but a coherent group of them
+        # shares a residual (the trigger) far beyond what a clean class shows.
+        coherent = int((seeded[members] >= coherent_z).sum())
+        if coherent >= max(5, 0.03 * len(members)):
+            splits[int(label)] = {"rule": "coherent residual group", "members": coherent, "size": len(members)}
         _, _, vh = torch.linalg.svd(residual, full_matrices=False)
         direction = vh[0] * torch.sign(vh[0][vh[0].abs().argmax()])
         position = (residual @ direction).cpu().numpy()
@@ -180,11 +185,13 @@ def view_scores(view: str, z: np.ndarray, y: np.ndarray, *, k: int = 20, residua
         else:
             continue
         stats[int(label)].update({"suspicious": int(suspicious.sum()), "rule": rule})
+        if suspicious.mean() > max_share:
+            continue  # a "poison group" that is most of its class is a natural sub-style, not an attack
         # 3 at the boundary between the groups, 6 at the suspicious group's centre, 0 at the other's
         centre_s, centre_c = position[suspicious].mean(), position[~suspicious].mean()
         half = abs(centre_s - centre_c) / 2
         split[members] = 3.0 + 3.0 * (position - (centre_s + centre_c) / 2) * np.sign(centre_s - centre_c) / half
-        splits[int(label)] = stats[int(label)]
+        splits[int(label)] = {**splits.get(int(label), {}), **stats[int(label)]}
     return ViewScores(view, consistency, seeded, split, splits, stats)
 
 
