@@ -21,11 +21,13 @@ Runs after attestation and before fine-tuning. Input and output never leave the 
 A screening that cannot run (unreadable data, weights that do not fit) is a rejection, never a pass.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,6 +157,20 @@ def trigger_plot(path: Path, mask: np.ndarray, pattern: np.ndarray, title: str) 
     return path
 
 
+@contextlib.contextmanager
+def _shared_cores() -> Iterator[None]:
+    """Scan with half the cores: the scan shares the machine with the run's other steps (and, in CI,
+    with a second test worker), and oversubscribed torch threads slow everything down many times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) // 2)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _foundation(home: Path, model_key: str | None) -> Any:
     from integrity.poisoning.features import FoundationModel
 
@@ -174,7 +190,8 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
     try:
         source = attested_path(home, dataset_key)
         x, y = load_image_dataset(source)
-        result = scan_dataset(x, y, foundation=_foundation(home, model_key), policy=policy, device=device)
+        with _shared_cores():
+            result = scan_dataset(x, y, foundation=_foundation(home, model_key), policy=policy, device=device)
     except CairnError as error:
         outcome = ScreeningOutcome(dataset_key, False, f"screening could not run: {error.summary()}")
         atomic_write(summary_path, json.dumps({"dataset": dataset_key, "passed": False, "reason": outcome.reason},
@@ -288,9 +305,10 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
         return ScreeningOutcome(model_key, verdict.passed, verdict.reason, body, body["record"], None, [str(plot)])
     try:
         model = _foundation(home, model_key)
-        result = scan_encoder(lambda batch: model.embed_tensor(model.prepare(batch)), probe_images(),
-                              policy=policy, device=model.device, regions=int(MODEL_SCAN_CONFIG["regions"]),
-                              steps=int(MODEL_SCAN_CONFIG["steps"]), lr=float(MODEL_SCAN_CONFIG["lr"]))
+        with _shared_cores():
+            result = scan_encoder(lambda batch: model.embed_tensor(model.prepare(batch)), probe_images(),
+                                  policy=policy, device=model.device, regions=int(MODEL_SCAN_CONFIG["regions"]),
+                                  steps=int(MODEL_SCAN_CONFIG["steps"]), lr=float(MODEL_SCAN_CONFIG["lr"]))
     except CairnError as error:
         reason = f"model scan could not run: {error.summary()}"
         atomic_write(summary_path, json.dumps({"model": model_key, "passed": False, "reason": reason}).encode())
