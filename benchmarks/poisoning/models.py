@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 
-def run(n: int, out: Path, *, device: str = "cpu", log: Any = print) -> dict[str, Any]:
+def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int = 300,
+        regions: bool = False) -> dict[str, Any]:
     from sklearn.datasets import load_digits
     from sklearn.metrics import roc_auc_score
 
@@ -44,8 +45,10 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print) -> dict[str
                 model = train(x, y, 10, seed=index, epochs=10, device=device)
                 asr = None
             trunk = penultimate(model)
-            by_class = scan_encoder(model, probes, classifier=True, steps=150, policy=policy, device=device)
-            by_region = scan_encoder(trunk, probes, regions=6, steps=150, policy=policy, device=device)
+            by_class = scan_encoder(model, probes, classifier=True, steps=steps, policy=policy, device=device)
+            # the encoder mode (embedding regions of the trunk, no head) is optional: it doubles the cost
+            by_region = scan_encoder(trunk, probes, regions=6, steps=steps, policy=policy, device=device) \
+                if regions else by_class
             row = {"model": index, "backdoored": backdoored, "attack": attack if backdoored else None,
                    "target": target if backdoored else None, "asr": asr,
                    "score_classes": by_class.score, "region_found": by_class.trigger.region,
@@ -58,7 +61,8 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print) -> dict[str
                 f"score(regions) {by_region.score:.2f}")
     truth = np.array([r["backdoored"] for r in rows])
     summary: dict[str, Any] = {"clean": n, "backdoored": n}
-    for mode in ("classes", "regions"):
+    modes = ("classes", "regions") if regions else ("classes",)
+    for mode in modes:
         scores = np.array([r[f"score_{mode}"] for r in rows])
         verdict = np.array([not r[f"passed_{mode}"] for r in rows])
         summary[mode] = {"roc_auc": float(roc_auc_score(truth, scores)),
@@ -66,13 +70,13 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print) -> dict[str
     backdoors = [r for r in rows if r["backdoored"]]
     summary["target_found"] = float(np.mean([r["region_found"] == r["target"] for r in backdoors]))
     summary["mean_asr"] = float(np.mean([r["asr"] for r in backdoors]))
-    report = {"benchmark": "poisoning-models", "policy_max_score": policy.max_score,
+    report = {"benchmark": "poisoning-models", "policy_max_score": policy.max_score, "steps": steps,
               "seconds": round(time.perf_counter() - started, 1), "summary": summary, "results": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     table = ("| scan mode | ROC-AUC | TPR at policy (anomaly index >= 2) | FPR at policy |\n|---|---|---|---|\n" +
              "\n".join(f"| Neural Cleanse on {m} | {summary[m]['roc_auc']:.3f} | {summary[m]['tpr_at_policy']:.2f} | "
-                       f"{summary[m]['fpr_at_policy']:.2f} |" for m in ("classes", "regions")) +
+                       f"{summary[m]['fpr_at_policy']:.2f} |" for m in modes) +
              f"\n\n{n} clean and {n} backdoored backbones; mean ASR of the backdoors {summary['mean_asr']:.3f}; "
              f"target class found by the class scan in {summary['target_found']:.0%}.\n")
     out.with_suffix(".md").write_text(table)
