@@ -6,11 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+from integrity.errors import UsageError
+
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-class DataUnavailable(RuntimeError):
+class DataUnavailable(UsageError):
     """The dataset is not installed here (the caller skips, saying why)."""
+
+    kind = "data-unavailable"
 
 
 def _idx(path: Path) -> np.ndarray:
