@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ def score_plot(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: fl
     axis.set_yticks(range(len(classes)), [str(c) for c in classes])
     axis.set_xlabel("poisoning score (robust z; clipped to [-5, 15]); dashed: flag threshold")
     axis.set_ylabel("class")
-    axis.set_title(title, fontsize=10)
+    axis.set_title(textwrap.fill(title, 110), fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -201,7 +202,7 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
     flagged_ids = np.flatnonzero(result.flagged)
     flagged_list = [{"id": int(i), "label": int(y[i]), "score": round(float(result.scores[i]), 4)} for i in flagged_ids]
     plots = [str(score_plot(out_root / dataset_key / "plots" / "scores-by-class.png", result.scores, y,
-                            policy.flag_threshold, f"{dataset_key}: {result.verdict.reason[:90]}"))]
+                            policy.flag_threshold, f"{dataset_key}: {result.verdict.reason}"))]
     # The flagged samples go to quarantine (as a list of ids, labels and scores) with the reason.
     scratch = out_root / dataset_key / f".flagged-{uuid.uuid4().hex[:8]}.json"
     scratch.parent.mkdir(parents=True, exist_ok=True)
