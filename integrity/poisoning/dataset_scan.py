@@ -94,10 +94,11 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
     views = feature_views(x, foundation=foundation, device=device, foundation_features=foundation_features)
     scored = [view_scores(name, z, y, k=k, device=device) for name, z in views.items()]
     scores = combine(scored)
-    flagged = policy.flags(scores)
     split_classes = sorted({c for v in scored for c in v.split_classes})
+    flagged = policy.flags(scores, y, split_classes)
     verdict = policy.check(int(flagged.sum()), len(y), split_classes)
     return DatasetScan(scores, flagged, verdict, scored, y, device, time.perf_counter() - started,
                        {"policy": {"flag_threshold": policy.flag_threshold,
                                    "max_flagged_fraction": policy.max_flagged_fraction,
-                                   "fail_on_backdoor_split": policy.fail_on_backdoor_split}})
+                                   "fail_on_backdoor_split": policy.fail_on_backdoor_split,
+                                   "backdoor_class_threshold": policy.backdoor_class_threshold}})

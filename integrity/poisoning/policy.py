@@ -25,6 +25,9 @@ class ScanPolicy:
     flag_threshold: float = 3.5
     max_flagged_fraction: float = 0.02
     fail_on_backdoor_split: bool = True
+    #: In a class that carries a backdoor signature the trigger is established, so suspicious members
+    #: are removed at a lower bar: a handful of poisons left behind is enough to keep a backdoor alive.
+    backdoor_class_threshold: float = 2.5
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.flag_threshold):
@@ -32,8 +35,12 @@ class ScanPolicy:
         if not 0.0 <= self.max_flagged_fraction < 1.0:
             raise UsageError("scan policy: max_flagged_fraction must be in [0, 1)")
 
-    def flags(self, scores: np.ndarray) -> np.ndarray:
+    def flags(self, scores: np.ndarray, labels: np.ndarray | None = None,
+              backdoor_classes: list[int] | None = None) -> np.ndarray:
         flagged: np.ndarray = np.asarray(scores) >= self.flag_threshold
+        if labels is not None and backdoor_classes:
+            in_backdoor_class = np.isin(labels, backdoor_classes)
+            flagged |= in_backdoor_class & (np.asarray(scores) >= self.backdoor_class_threshold)
         return flagged
 
     def check(self, flagged: int, total: int, split_classes: list[int]) -> PolicyResult:
