@@ -355,6 +355,41 @@ def cmd_release(args: argparse.Namespace) -> int:
     text = (f"released {result.path} (gate: {gate.reason})" if result else f"NOT released: {gate.reason}")
     _emit(args, data, text)
     return EXIT_OK if result else EXIT_REJECTED
+def cmd_bench_poisoning(args: argparse.Namespace) -> int:
+    """Poisoning benchmark (repository checkout only: the benchmarks package is not installed)."""
+    checkout = str(Path(__file__).resolve().parent.parent)
+    if (Path(checkout) / "benchmarks" / "poisoning").is_dir() and checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    import importlib
+    import importlib.util
+
+    try:  # imported by name: the benchmarks are not part of the typed, installed library
+        bench = importlib.import_module("benchmarks.poisoning.bench")
+        scan_timing = importlib.import_module("benchmarks.poisoning.scan_timing")
+    except ImportError as exc:
+        raise UsageError(f"the benchmarks are not importable here ({exc}); run from the repository root") from exc
+    if args.models:
+        models = importlib.import_module("benchmarks.poisoning.models")
+        report = models.run(args.models, Path(args.out), device=args.device or "cpu")
+        print(Path(args.out).with_suffix(".md").read_text())
+        print(f"wrote {args.out} ({report['seconds']} s)")
+        return EXIT_OK
+    if args.time_scan:
+        return int(scan_timing.main(["--data", args.data if args.data != "digits" else "fashion_mnist",
+                                     "--out", args.out]))
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.METHODS
+    needs = {"art": any(m.startswith("art_") for m in methods), "cleanlab": "cleanlab" in methods}
+    for module, needed in needs.items():
+        if needed and importlib.util.find_spec(module) is None:
+            raise UsageError(f"{module} is not installed: run `.venv/bin/pip install -e '.[bench]'` "
+                             "(ART and cleanlab are the benchmark's peers)")
+    attacks = [a.strip() for a in args.attack.split(",")]
+    rates = [float(r) for r in str(args.rate).split(",")]
+    report = bench.run(args.data, attacks, rates, args.seeds, Path(args.out), device=args.device,
+                       train_size=args.train_size, methods=methods)
+    print(bench.markdown(report["summary"]))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')} ({report['seconds']} s)")
+    return EXIT_OK
 
 
 # -- parser ---------------------------------------------------------------------------------------------
@@ -472,6 +507,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=cmd_catalog_check)
     c.add_argument("catalog")
     c.add_argument("--home", help="Cairn home that relative URIs resolve against")
+    c.add_argument("--json", action="store_true")
+
+    p = add("bench", lambda a: EXIT_USAGE, "benchmarks (from a repository checkout)")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    c = bench_sub.add_parser("poisoning", help="poisoning scans vs ART and cleanlab on injected attacks")
+    c.set_defaults(handler=cmd_bench_poisoning)
+    c.add_argument("--data", default="digits", help="digits, breast_cancer, fashion_mnist or FILE.npz (X, y)")
+    c.add_argument("--attack", default="badnets", help="label_flip, label_flip_pair, badnets, badnets_single, "
+                   "blended, clean_label (comma-separated for several)")
+    c.add_argument("--rate", default="0.05", help="poisoned fraction of the training set (comma-separated)")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--out", default="benchmarks/results/poisoning.json")
+    c.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    c.add_argument("--train-size", type=int, help="subsample the training split (e.g. Fashion-MNIST on CPU)")
+    c.add_argument("--methods", help="comma-separated subset of the methods")
+    c.add_argument("--time-scan", action="store_true",
+                   help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
+    c.add_argument("--models", type=int, default=0,
+                   help="model-level benchmark instead: train N clean and N backdoored backbones and scan them")
     c.add_argument("--json", action="store_true")
     return parser
 

@@ -39,6 +39,7 @@ EXPECTED = {
     "digits-unofficial": "quarantined",
     "breast-cancer-export": "quarantined",
     "dicom-with-phi": "quarantined",
+    "digits-vendor-b": "quarantined",
 }
 DICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")
 IDENTIFYING_FIELDS = (
@@ -131,6 +132,23 @@ def _write_digits(folder: Path) -> None:
             np.save(handle, array, allow_pickle=False)
         os.replace(tmp, folder / name)
     atomic_write(folder / "README.txt", b"Optical recognition of handwritten digits (UCI), 1797 8x8 images\n")
+
+
+def _write_poisoned_digits(folder: Path) -> None:
+    """The digits data with a BadNets trigger on 4% of the images, relabelled to 0 (signed correctly)."""
+    import numpy as np
+
+    from integrity.poisoning.attacks import inject
+
+    _write_digits(folder)
+    images, labels = np.load(folder / "images.npy"), np.load(folder / "labels.npy")
+    poisoned = inject(images / 16.0, labels, "badnets", 0.04, seed=7, target=0)
+    for name, array in (("images.npy", np.round(poisoned.x * 16).astype(np.uint8)),
+                        ("labels.npy", poisoned.y.astype(np.int64))):
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, folder / name)
 
 
 def _write_type_drift_export(folder: Path) -> None:
@@ -226,6 +244,7 @@ def stage_demo(home: Path | None = None) -> Path:
     once("digits-unofficial", _write_digits, by_key(rogue_key))
     once("breast-cancer-export", _write_type_drift_export, by_key(uci_key))
     once("dicom-with-phi", lambda f: _write_dicom(f, deidentify=False), by_key(imaging_key))
+    once("digits-vendor-b", _write_poisoned_digits, by_certificate)
     _write_policy(home / "policy.yaml", keys)
     _release_identity(home)
     return home

@@ -5,6 +5,7 @@ import dagster as dg
 from integrity.catalog import Catalog
 from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
 from pipelines.assets.release import RELEASE_GROUP, load_release_assets
+from pipelines.assets.screening import build_screening_assets
 from pipelines.checks import build_reverify_check
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
@@ -16,7 +17,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
     sources = list(catalog)
     ingest_job = dg.define_asset_job(
         "ingest_sources",
-        selection=dg.AssetSelection.groups("datasets", "models"),
+        selection=dg.AssetSelection.groups("datasets", "models", "screening"),
         description="Fetch, verify, validate and attest catalog sources (the drop sensor runs it per source).",
         tags={"cairn/job": "ingest"},
     )
@@ -31,6 +32,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -
     return dg.Definitions(
         assets=[asset for source in sources for asset in build_source_assets(source)]
         + [build_invalid_entry_asset(name, error) for name, error in catalog.invalid.items()]
+        + build_screening_assets(catalog)
         + release_assets,
         asset_checks=[build_reverify_check(source) for source in sources],
         jobs=[ingest_job, reverify_job, release_job],

@@ -41,6 +41,9 @@ def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: 
     sources = load_catalog(catalog, root=home, strict=False)
     assets = [asset for source in sources for asset in build_source_assets(source)]
     assets += [build_invalid_entry_asset(name, error) for name, error in sources.invalid.items()]
+    from pipelines.assets.screening import build_screening_assets
+
+    assets += build_screening_assets(sources)
     return dg.materialize(
         assets,
         instance=instance,
@@ -74,7 +77,19 @@ def summarize(home: Path, catalog: Path = DEMO_CATALOG) -> list[dict[str, object
             "reason": shown.reason if shown else "",
             "quarantine_id": failed.quarantine_id if failed else None,
         })
+        _apply_screening(home, source.key, rows[-1])
     return rows
+
+
+def _apply_screening(home: Path, key: str, row: dict[str, object]) -> None:
+    """An attested source that failed its poisoning scan ends quarantined at the screening gate."""
+    path = home / "screened" / f"{key}.json"
+    if row["status"] != "attested" or not path.is_file():
+        return
+    screening = json.loads(path.read_text())
+    if not screening.get("passed", False):
+        row.update(status="quarantined", gate="screen", reason=screening.get("reason", "poisoning scan failed"),
+                   quarantine_id=screening.get("quarantine_id"))
 
 
 def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: bool = False) -> int:

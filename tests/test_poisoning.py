@@ -1,0 +1,135 @@
+"""Poisoning scans on real data (scikit-learn's digits) with attacks injected on purpose."""
+
+import numpy as np
+import pytest
+
+from integrity.errors import UsageError
+from integrity.poisoning import ModelScanPolicy, ScanPolicy, scan_dataset, scan_encoder
+from integrity.poisoning.attacks import inject, patch_trigger
+from integrity.poisoning.features import FoundationModel, load_state_dict, packaged_weights, read_safetensors
+
+
+def _auroc(scores: np.ndarray, poison: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(poison, scores))
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The suite runs two pytest workers on two cores: torch's own threads would oversubscribe them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.target))[:1400]
+    return (data.images[order] / 16.0).astype(np.float32), data.target[order]
+
+
+def test_clean_digits_pass_with_few_flags(digits):
+    x, y = digits
+    result = scan_dataset(x, y)
+    assert result.verdict.passed, result.verdict.reason
+    assert result.split_classes == []
+    assert result.flagged.mean() < 0.02
+
+
+@pytest.mark.parametrize("attack,rate", [("badnets", 0.01), ("badnets", 0.1), ("blended", 0.05),
+                                         ("badnets_single", 0.05)])
+def test_backdoors_from_many_or_one_source_are_found(digits, attack, rate):
+    x, y = digits
+    poisoned = inject(x, y, attack, rate, seed=3, target=4)
+    result = scan_dataset(poisoned.x, poisoned.y)
+    assert _auroc(result.scores, poisoned.poison) > 0.99
+    assert not result.verdict.passed, "a backdoored drop must fail the policy"
+    caught = result.flagged[poisoned.poison].mean()
+    assert caught > 0.9, f"only {caught:.0%} of the poisons flagged"
+
+
+def test_label_flips_score_high(digits):
+    x, y = digits
+    poisoned = inject(x, y, "label_flip", 0.05, seed=1)
+    result = scan_dataset(poisoned.x, poisoned.y)
+    assert _auroc(result.scores, poisoned.poison) > 0.99
+    assert not result.verdict.passed
+
+
+def test_the_scan_is_deterministic(digits):
+    x, y = digits
+    poisoned = inject(x, y, "blended", 0.05, seed=2)
+    first, second = scan_dataset(poisoned.x, poisoned.y), scan_dataset(poisoned.x, poisoned.y)
+    np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_bad_input_is_refused(digits):
+    x, y = digits
+    with pytest.raises(UsageError):
+        scan_dataset(x, y[:-1])
+    with pytest.raises(UsageError):
+        scan_dataset(x, np.zeros_like(y))
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(UsageError):
+        scan_dataset(bad, y)
+    with pytest.raises(UsageError):
+        ScanPolicy(max_flagged_fraction=1.5)
+
+
+def test_tabular_label_flips():
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    poisoned = inject(data.data, data.target, "label_flip", 0.05, seed=0)
+    result = scan_dataset(poisoned.x, poisoned.y)
+    assert _auroc(result.scores, poisoned.poison) > 0.9
+
+
+def test_foundation_features_from_the_packaged_weights(digits, tmp_path):
+    x, y = digits
+    state = load_state_dict(packaged_weights())
+    # the safetensors path the pipeline uses (what the model gate's conversion writes)
+    import json
+    import struct
+
+    names = sorted(state)[:3]
+    header, blobs, offset = {}, [], 0
+    for name in names:
+        raw = state[name].numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(state[name].shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    (tmp_path / "w.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    back = read_safetensors(tmp_path / "w.safetensors")
+    for name in names:
+        np.testing.assert_array_equal(back[name], state[name].numpy())
+    model = FoundationModel(state, device="cpu")
+    features = model.embed(x[:64])
+    assert features.shape == (64, 1280) and np.isfinite(features).all()
+    result = scan_dataset(x[:400], y[:400], foundation_features=model.embed(x[:400]))
+    assert [v.view for v in result.views] == ["raw", "foundation"]
+
+
+def test_model_scan_tells_a_backdoored_backbone_from_a_clean_one(digits):
+    from benchmarks.poisoning.victims import predict, train
+
+    x, y = digits
+    probes = x[:100]
+    poisoned = inject(x, y, "badnets", 0.1, seed=1, target=1)
+    clean_model = train(x, y, 10, seed=1, epochs=10)
+    backdoored = train(poisoned.x, poisoned.y, 10, seed=1, epochs=10)
+    assert (predict(backdoored, patch_trigger(x[y != 1])) == 1).mean() > 0.9  # the backdoor works
+    clean_scan = scan_encoder(clean_model, probes, classifier=True, steps=150)
+    bad_scan = scan_encoder(backdoored, probes, classifier=True, steps=150, policy=ModelScanPolicy(max_score=1.8))
+    assert bad_scan.trigger.region == 1, bad_scan.summary()
+    assert bad_scan.score > clean_scan.score
+    assert not bad_scan.verdict.passed
