@@ -98,12 +98,20 @@ def resolved_dependencies(context: ReleaseContext) -> list[dict[str, Any]]:
         }
         dependencies.append({"name": item.name, "uri": f"cairn:source/{item.source}",
                              "digest": {"sha256": item.verified_digest}, "annotations": annotations})
-        if item.digest != item.verified_digest:
+        if item.records.get("screening"):
+            dependencies.append({
+                "name": f"{item.name} (filtered by the poisoning screen; used for training)",
+                "uri": f"cairn:source/{item.source}#screened", "digest": {"sha256": item.digest},
+                "annotations": {"derivedFrom": f"sha256:{item.records.get('attested_digest') or item.verified_digest}",
+                                "screeningRecord": item.records.get("screening"),
+                                "files": dict(item.expected_files)}})
+        elif item.digest != item.verified_digest:
             dependencies.append({
                 "name": f"{item.name} (safetensors conversion used for training)",
                 "uri": f"cairn:source/{item.source}#converted", "digest": {"sha256": item.digest},
                 "annotations": {"derivedFrom": f"sha256:{item.verified_digest}",
                                 "conversionRecords": list(item.records.get("conversions") or []),
+                                "scanRecords": list(item.records.get("scans") or []),
                                 "files": dict(item.expected_files)}})
     code = context.run.predicate.get("code") or {}
     if code.get("commit") and code["commit"] != "unknown":
@@ -218,8 +226,11 @@ def _component(item: AttestedInput) -> dict[str, Any]:
         component["externalReferences"] = [{"type": "distribution", "url": url, "comment": item.origin or ""}]
     if item.digest != item.verified_digest:
         component["properties"].append({"name": "cairn:used-digest", "value": f"sha256:{item.digest}"})
+    if item.conversions:
         component["properties"].append({"name": "cairn:conversion", "value": "pickle checkpoint converted to "
                                          "safetensors by the model gate"})
+    for scan in item.records.get("scans") or []:
+        component["properties"].append({"name": "cairn:scan-record", "value": str(scan)})
     if kind == "data":
         component["data"] = [{
             "type": "dataset",
@@ -349,12 +360,6 @@ def build_lineage(context: ReleaseContext) -> dict[str, Any]:
                            gate="model-file gate" if item.kind == "model" else "expectation suite"))
         edge(validation_id, verification_id)
         previous = validation_id
-        for index, scan in enumerate(item.records.get("scans") or []):
-            scan_id = f"scan:{item.source}:{index}"
-            nodes.append(_node(scan_id, "scan", f"{item.source} scanned", digest=item.verified_digest,
-                               record=str(scan)))
-            edge(scan_id, previous)
-            previous = scan_id
         for index, conversion in enumerate(item.conversions):
             conversion_id = f"conversion:{item.source}:{index}"
             nodes.append(_node(conversion_id, "conversion", f"{conversion.get('to')}",
@@ -363,11 +368,23 @@ def build_lineage(context: ReleaseContext) -> dict[str, Any]:
             edge(conversion_id, previous)
             previous = conversion_id
         attested_id = f"attestation:{item.source}"
-        nodes.append(_node(attested_id, "attestation", f"{item.source} attested", digest=item.digest,
+        attested_digest = str(item.records.get("attested_digest") or item.digest)  # before any screening
+        nodes.append(_node(attested_id, "attestation", f"{item.source} attested", digest=attested_digest,
                            record=item.records.get("ingestion"), asset=(key, "attested"), data_version=version,
                            verified_digest=f"sha256:{item.verified_digest}"))
         edge(attested_id, previous)
-        edge(training_id, attested_id)
+        previous = attested_id
+        # Poisoning screen / backdoor scan: after attestation, on the attested bytes; a screened
+        # dataset's node carries the filtered copy's digest, which is what training read.
+        for index, scan in enumerate(item.records.get("scans") or []):
+            scan_id = f"scan:{item.source}:{index}"
+            stage = item.asset_key[1] if len(item.asset_key) > 1 else "scanned"
+            label = "screened for poisoning" if stage == "screened" else "scanned for a backdoor"
+            nodes.append(_node(scan_id, "scan", f"{item.source} {label}", digest=item.digest, record=str(scan),
+                               asset=(key, stage), data_version=f"sha256:{item.digest}"))
+            edge(scan_id, previous)
+            previous = scan_id
+        edge(training_id, previous)
     model_version = f"sha256:{context.model_digest}"
     predicate = context.run.predicate
     nodes.append(_node(training_id, "training", f"fine-tune {context.run.run_id}", digest=context.model_digest,

@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 
 from integrity import __version__
-from integrity.errors import ArtifactReadError, CairnError
+from integrity.errors import ArtifactReadError, CairnError, StoreError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE, hash_artifact
 from integrity.poisoning.policy import ModelScanPolicy, ScanPolicy
 from integrity.signing import atomic_write
 from integrity.store import ArtifactStore
+from integrity.transparency import log_record
 
 SCREENING_PREDICATE_TYPE = "https://cairn.dev/attestations/screening/v1"
 MODEL_SCAN_PREDICATE_TYPE = "https://cairn.dev/attestations/model-scan/v1"
@@ -251,6 +252,7 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
                    "samples": int((~result.flagged).sum()) if result.verdict.passed else 0},
     })
     record_key = store.put_record("screenings", _record_name(dataset_key, "screen"), record)
+    log_record(store, record_key, home=home)
     body = {"dataset": dataset_key, "passed": result.verdict.passed, "reason": result.verdict.reason,
             "input_digest": input_digest, "model": model_key, "output": output, "output_digest": output_digest,
             "output_store_digest": store_digest, "record": record_key, "quarantine_id": quarantine_id,
@@ -320,8 +322,12 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     record = _statement(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
         "model": model_key, "method": "Neural Cleanse on embedding regions (k-means pseudo-classes)",
         "config": MODEL_SCAN_CONFIG, **result.summary()})
-    record_key = store.put_record("model-scans", record_name if digest else _record_name(model_key, "scan"), record,
-                                  overwrite=True)
+    try:  # records are write-once (the ledger vouches for their bytes): a re-scan gets its own name
+        record_key = store.put_record("model-scans", record_name if digest else _record_name(model_key, "scan"),
+                                      record)
+    except StoreError:
+        record_key = store.put_record("model-scans", _record_name(model_key, "scan"), record)
+    log_record(store, record_key, home=home)
     body = {"model": model_key, "digest": digest, "record": record_key, "plots": plots, **result.summary()}
     atomic_write(summary_path, json.dumps(body, indent=2).encode())
     return ScreeningOutcome(model_key, result.verdict.passed, result.verdict.reason, body, record_key, None, plots)

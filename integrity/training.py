@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -117,7 +117,10 @@ class AttestedInput:
         }
         if self.digest != self.verified_digest:
             data["used_digest"] = f"sha256:{self.digest}"
-            data["conversion_records"] = [c.get("record") for c in self.conversions]
+            if self.conversions:
+                data["conversion_records"] = [c.get("record") for c in self.conversions]
+        if self.records.get("scans"):
+            data["scan_records"] = list(self.records["scans"])
         return data
 
 
@@ -143,8 +146,9 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
     """The attested artifact behind a spec input, with its records cross-checked (fails closed).
 
     This is the one place that maps input names to artifacts: ``SOURCE`` is the source's attested
-    copy; ``SOURCE/STAGE`` is reserved for later stages (the poisoning screen's ``screened``
-    output) and is refused until such a stage records its outputs.
+    copy; ``SOURCE/screened`` is a dataset's copy filtered by the poisoning screen and
+    ``SOURCE/backdoor_scanned`` a model whose backdoor scan passed; both are checked against the
+    screening (or model-scan) record as well as the attestation records underneath.
     """
     from integrity.ingest import INGESTION_PREDICATE_TYPE, VALIDATION_PREDICATE_TYPE
     from integrity.records import VERIFICATION_PREDICATE_TYPE
@@ -153,10 +157,13 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         source = ingestion.catalog.source(ref.source)
     except CairnError as exc:
         raise UnattestedInputError(f"{ref.ref!r} is not a catalog source: {exc.reason}", artifact=ref.ref) from exc
-    if ref.stage != "attested":
+    if ref.stage not in ("attested", *SCAN_STAGES):
         raise UnattestedInputError(
-            f"no attested {ref.stage!r} stage exists for {source.name!r} (inputs are SOURCE or SOURCE/screened once "
-            "the poisoning screen records screened datasets)", artifact=ref.ref)
+            f"no {ref.stage!r} stage exists for {source.name!r} (inputs are SOURCE, SOURCE/screened for a dataset "
+            "or SOURCE/backdoor_scanned for a model)", artifact=ref.ref)
+    if ref.stage in SCAN_STAGES and SCAN_STAGES[ref.stage] != source.kind:
+        raise UnattestedInputError(f"{ref.stage!r} is a stage of a {SCAN_STAGES[ref.stage]}, and {source.name!r} "
+                                   f"is a {source.kind}", artifact=ref.ref)
     name = source.name
     summary = ingestion.attested_record(source)
     if summary is None:
@@ -210,9 +217,79 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         license=source.license, origin=source.origin, catalog=dict(ipred.get("catalog") or {}),
         asset_key=(source.key, "attested"), conversions=conversions,
     )
+    if ref.stage == "screened":
+        attested = _screened(ingestion, attested)
+    elif ref.stage == "backdoor_scanned":
+        attested = _backdoor_scanned(ingestion, attested)
     if revocations is not None:
         check_not_revoked(attested, revocations)
     return attested
+
+
+#: Stages after attestation that a training input may name, and the kind of source each applies to.
+SCAN_STAGES = {"screened": "dataset", "backdoor_scanned": "model"}
+
+
+def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, what: str) -> dict[str, Any]:
+    key = attested.asset_key[0]
+    path = ingestion.home / "screened" / f"{key}.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnattestedInputError(f"never {what}: no readable summary at {path}", artifact=attested.name) from exc
+    if not isinstance(summary, dict) or summary.get("passed") is not True:
+        reason = summary.get("reason") if isinstance(summary, dict) else "malformed summary"
+        raise UnattestedInputError(f"the {what} did not pass: {reason}", artifact=attested.name)
+    return summary
+
+
+def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
+    """The poisoning screen's filtered copy of an attested dataset, cross-checked with its record and the store."""
+    from integrity.screening import SCREENING_PREDICATE_TYPE
+
+    name = attested.name
+    summary = _scan_summary(ingestion, attested, "screened for poisoning")
+    if summary.get("input_digest") != attested.digest:
+        raise UnattestedInputError(f"the screening was of sha256:{summary.get('input_digest')}, not the attested "
+                                   f"sha256:{attested.digest} (screen the current version)", artifact=name)
+    record = _record(ingestion.store, summary.get("record"), "screening", name)
+    predicate = record.get("predicate") or {}
+    output = predicate.get("output") or {}
+    if (record.get("predicateType") != SCREENING_PREDICATE_TYPE or _subject_digest(record) != attested.digest
+            or predicate.get("passed") is not True or output.get("digest") != summary.get("output_digest")
+            or output.get("storeDigest") != summary.get("output_store_digest")):
+        raise UnattestedInputError("the screening record does not match the screening summary", artifact=name)
+    try:
+        files = ingestion.store.tree_files(str(output["storeDigest"]))
+    except (CairnError, KeyError) as exc:
+        raise UnattestedInputError(f"the screened copy is not in the trusted store: {exc}", artifact=name) from exc
+    if _root_digest(files) != output["digest"]:
+        raise UnattestedInputError("the trusted store's screened copy is not the one the record names", artifact=name)
+    folder = Path(str(summary.get("output") or ""))
+    if not folder.is_dir():
+        raise UnattestedInputError(f"the screened copy is missing at {folder}", artifact=name)
+    records = {**attested.records, "screening": summary["record"], "scans": [summary["record"]],
+               "attested_digest": attested.digest}
+    return replace(attested, ref=attested.ref, path=folder, digest=str(output["digest"]), expected_files=files,
+                   records=records, asset_key=(attested.asset_key[0], "screened"))
+
+
+def _backdoor_scanned(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
+    """An attested model whose backdoor scan (of exactly these weights) passed."""
+    from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
+
+    name = attested.name
+    summary = _scan_summary(ingestion, attested, "scanned for a backdoor")
+    record = _record(ingestion.store, summary.get("record"), "model scan", name)
+    predicate = record.get("predicate") or {}
+    if (record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE or _subject_digest(record) != attested.digest
+            or summary.get("digest") != attested.digest):
+        raise UnattestedInputError(f"the backdoor scan was not of the weights used (sha256:{attested.digest})",
+                                   artifact=name)
+    if predicate.get("passed") is not True:
+        raise UnattestedInputError(f"the backdoor scan record says: {predicate.get('reason')}", artifact=name)
+    records = {**attested.records, "scans": [summary["record"]]}
+    return replace(attested, records=records, asset_key=(attested.asset_key[0], "backdoor_scanned"))
 
 
 def check_not_revoked(attested: AttestedInput, revocations: RevocationList) -> None:

@@ -90,6 +90,8 @@ def _apply_screening(home: Path, key: str, row: dict[str, object]) -> None:
     if not screening.get("passed", False):
         row.update(status="quarantined", gate="screen", reason=screening.get("reason", "poisoning scan failed"),
                    quarantine_id=screening.get("quarantine_id"))
+    else:  # attested and screened: the filtered copy is what fine-tuning reads
+        row.update(gate="screen", reason=f"screened: {screening.get('reason', 'passed')}")
 
 
 def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: bool = False) -> int:

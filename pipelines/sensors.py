@@ -14,6 +14,7 @@ from integrity.drops import changed, location_uri, snapshot, sources_for
 from integrity.errors import CairnError
 from integrity.signing import atomic_write
 from pipelines.assets.ingestion import source_asset_keys
+from pipelines.assets.screening import screening_asset_keys
 from pipelines.resources import CairnResource
 
 
@@ -47,7 +48,8 @@ def build_drop_sensor(sources: list[Source], job: Any) -> dg.SensorDefinition:
             marker = hashlib.sha256(json.dumps({o: current[o] for o in objects}, sort_keys=True).encode()).hexdigest()
             requests.append(dg.RunRequest(
                 run_key=f"{source.key}:{marker[:16]}",
-                asset_selection=source_asset_keys(source),
+                # Ingestion, then the poisoning screen / backdoor scan that guards what it feeds.
+                asset_selection=source_asset_keys(source) + screening_asset_keys(source, catalog),
                 tags={"cairn/source": source.name, "cairn/trigger": "vendor-drop",
                       "cairn/objects": str(len(objects))},
             ))

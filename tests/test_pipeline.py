@@ -201,7 +201,10 @@ def test_drop_sensor_requests_runs_for_new_objects(demo_run, tmp_path: Path, mon
     assert {"breast-cancer", "digits", "efficientnet-lite0"} <= sources
     keys = {k.to_user_string() for r in first.run_requests if r.tags["cairn/source"] == "digits"
             for k in r.asset_selection}
-    assert keys == {f"digits/{stage}" for stage, *_ in STAGES}
+    assert keys == {f"digits/{stage}" for stage, *_ in STAGES} | {"digits/screened"}  # the screen re-runs too
+    model_keys = {k.to_user_string() for r in first.run_requests if r.tags["cairn/source"] == "efficientnet-lite0"
+                  for k in r.asset_selection}
+    assert "efficientnet_lite0/backdoor_scanned" in model_keys
     # Nothing new: skip. A new file in one drop: a run for that source only.
     with dg.build_sensor_context(resources={"cairn": resource}, cursor=first.cursor) as context:
         quiet = sensor.evaluate_tick(context)

@@ -33,6 +33,14 @@ def screened_sources(catalog: Catalog | list[Source]) -> tuple[list[Source], Sou
     return datasets, model
 
 
+def screening_asset_keys(source: Source, catalog: Catalog | list[Source]) -> list[dg.AssetKey]:
+    """The screening assets that follow a source's ingestion (what a new drop of it must re-run)."""
+    datasets, model = screened_sources(catalog)
+    if model is not None and source.name == model.name:
+        return [asset_key(source, "backdoor_scanned")]
+    return [asset_key(source, "screened")] if any(d.name == source.name for d in datasets) else []
+
+
 def _plots_markdown(plots: list[str]) -> str:
     parts = []
     for plot in plots:
@@ -73,7 +81,10 @@ def _result(check_name: str, outcome: ScreeningOutcome, context: Any) -> dg.Mate
                                 description=outcome.reason[:1000],
                                 metadata={k: metadata[k] for k in ("status", "reason", "flagged", "score")
                                           if k in metadata})
-    version = dg.DataVersion(f"sha256:{outcome.output_digest}") if outcome.output_digest else None
+    # The data version is the digest of what downstream reads: the filtered copy of a screened
+    # dataset, the scanned weights of a model (so Dagster's lineage and the provenance graph agree).
+    digest = outcome.output_digest or (outcome.summary.get("digest") if outcome.passed else None)
+    version = dg.DataVersion(f"sha256:{digest}") if digest else None
     return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=version)
 
 
