@@ -23,6 +23,7 @@ A screening that cannot run (unreadable data, weights that do not fit) is a reje
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from integrity import __version__
-from integrity.errors import ArtifactReadError, CairnError, StoreError
+from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE, hash_artifact
 from integrity.poisoning.policy import ModelScanPolicy, ScanPolicy
 from integrity.signing import atomic_write
@@ -76,6 +77,43 @@ def _record_name(name: str, step: str) -> str:
     return f"{name}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
 
 
+def read_attested_dataset(home: Path, source_key: str) -> tuple[Path, str, dict[str, bytes]]:
+    """The attested copy's files as read once, checked against the attested digest (fails closed).
+
+    The scan and the filtered copy are made from these in-memory bytes, so a copy swapped after
+    attestation is refused rather than screened and passed on as trusted.
+    """
+    source = attested_path(home, source_key)
+    expected = _attested_digest(home, source_key)
+    paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    try:
+        files = {(p.name if p == source else p.relative_to(source).as_posix()): p.read_bytes() for p in paths}
+    except OSError as exc:
+        raise ArtifactReadError(f"cannot read the attested copy: {exc}", artifact=source) from exc
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    if source.is_file():
+        digest = next(iter(digests.values()))
+    else:
+        root = hashlib.sha256()
+        for name in sorted(digests, key=lambda n: tuple(n.split("/"))):
+            root.update(bytes.fromhex(digests[name]))
+        digest = root.hexdigest()
+    if expected is None or digest != expected:
+        raise DigestMismatchError(f"the attested copy hashes to sha256:{digest}, not the attested "
+                                  f"sha256:{expected} (changed after attestation)", artifact=source)
+    return source, digest, files
+
+
+def arrays_from(files: dict[str, bytes], where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``images.npy`` and ``labels.npy`` parsed from bytes already read (and hashed)."""
+    try:
+        images = np.load(io.BytesIO(files["images.npy"]), allow_pickle=False)
+        labels = np.load(io.BytesIO(files["labels.npy"]), allow_pickle=False)
+    except (KeyError, OSError, ValueError) as exc:
+        raise ArtifactReadError(f"cannot read the npy dataset: {exc!r}", artifact=where) from exc
+    return images, labels
+
+
 def load_image_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """An npy dataset (``images.npy``, ``labels.npy``) as images in [0, 1] and integer labels."""
     try:
@@ -83,6 +121,11 @@ def load_image_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.load(folder / "labels.npy", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ArtifactReadError(f"cannot read the npy dataset: {exc}", artifact=folder) from exc
+    return _scaled(images, labels, folder)
+
+
+def _scaled(images: np.ndarray, labels: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [0, 1] and integer labels, with the shapes a scan needs."""
     if images.ndim not in (3, 4) or len(images) != len(labels):
         raise ArtifactReadError(f"expected N x H x W images and N labels, got {images.shape} and {labels.shape}",
                                 artifact=folder)
@@ -190,8 +233,9 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
     out_root = home / "screened"
     summary_path = out_root / f"{dataset_key}.json"
     try:
-        source = attested_path(home, dataset_key)
-        x, y = load_image_dataset(source)
+        source, input_digest, files = read_attested_dataset(home, dataset_key)
+        raw_images, raw_labels = arrays_from(files, source)
+        x, y = _scaled(raw_images, raw_labels, source)
         with _shared_cores():
             result = scan_dataset(x, y, foundation=_foundation(home, model_key), policy=policy, device=device)
     except CairnError as error:
@@ -199,7 +243,6 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
         atomic_write(summary_path, json.dumps({"dataset": dataset_key, "passed": False, "reason": outcome.reason},
                                               indent=2).encode())
         return outcome
-    input_digest = _attested_digest(home, dataset_key)
     flagged_ids = np.flatnonzero(result.flagged)
     flagged_list = [{"id": int(i), "label": int(y[i]), "score": round(float(result.scores[i]), 4)} for i in flagged_ids]
     plots = [str(score_plot(out_root / dataset_key / "plots" / "scores-by-class.png", result.scores, y,
@@ -226,8 +269,6 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
         staging = out_root / dataset_key / f".{source.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         try:
-            raw_images = np.load(source / "images.npy", allow_pickle=False)
-            raw_labels = np.load(source / "labels.npy", allow_pickle=False)
             for name, array in (("images.npy", raw_images[keep]), ("labels.npy", raw_labels[keep]),
                                 ("sample_ids.npy", keep.astype(np.int64))):
                 with open(staging / name, "wb") as handle:

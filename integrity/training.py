@@ -230,16 +230,18 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
 SCAN_STAGES = {"screened": "dataset", "backdoor_scanned": "model"}
 
 
-def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, what: str) -> dict[str, Any]:
+def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, scan: str) -> dict[str, Any]:
+    """The scan's summary for this source; ``scan`` names it for the messages ("poisoning screen")."""
     key = attested.asset_key[0]
     path = ingestion.home / "screened" / f"{key}.json"
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UnattestedInputError(f"never {what}: no readable summary at {path}", artifact=attested.name) from exc
+        raise UnattestedInputError(f"the {scan} never ran: no readable summary at {path}",
+                                   artifact=attested.name) from exc
     if not isinstance(summary, dict) or summary.get("passed") is not True:
         reason = summary.get("reason") if isinstance(summary, dict) else "malformed summary"
-        raise UnattestedInputError(f"the {what} did not pass: {reason}", artifact=attested.name)
+        raise UnattestedInputError(f"the {scan} did not pass: {reason}", artifact=attested.name)
     return summary
 
 
@@ -248,7 +250,7 @@ def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
     from integrity.screening import SCREENING_PREDICATE_TYPE
 
     name = attested.name
-    summary = _scan_summary(ingestion, attested, "screened for poisoning")
+    summary = _scan_summary(ingestion, attested, "poisoning screen")
     if summary.get("input_digest") != attested.digest:
         raise UnattestedInputError(f"the screening was of sha256:{summary.get('input_digest')}, not the attested "
                                    f"sha256:{attested.digest} (screen the current version)", artifact=name)
@@ -265,7 +267,8 @@ def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
         raise UnattestedInputError(f"the screened copy is not in the trusted store: {exc}", artifact=name) from exc
     if _root_digest(files) != output["digest"]:
         raise UnattestedInputError("the trusted store's screened copy is not the one the record names", artifact=name)
-    folder = Path(str(summary.get("output") or ""))
+    # Found under this home like the attested copy (a home may be moved or copied; recorded paths are not used).
+    folder = ingestion.home / "screened" / attested.asset_key[0] / attested.path.name
     if not folder.is_dir():
         raise UnattestedInputError(f"the screened copy is missing at {folder}", artifact=name)
     records = {**attested.records, "screening": summary["record"], "scans": [summary["record"]],
@@ -279,7 +282,7 @@ def _backdoor_scanned(ingestion: "Ingestion", attested: AttestedInput) -> Attest
     from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
 
     name = attested.name
-    summary = _scan_summary(ingestion, attested, "scanned for a backdoor")
+    summary = _scan_summary(ingestion, attested, "backdoor scan")
     record = _record(ingestion.store, summary.get("record"), "model scan", name)
     predicate = record.get("predicate") or {}
     if (record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE or _subject_digest(record) != attested.digest

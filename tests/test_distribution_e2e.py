@@ -320,7 +320,8 @@ def test_the_demo_release_is_published_to_s3_pulled_and_verified(
     provenance = json.loads((dest / "provenance.intoto.json").read_text())
     listed = {d["digest"].get("sha256") for d in provenance["predicate"]["buildDefinition"]["resolvedDependencies"]}
     inputs = json.loads((dest / "release.json").read_text())["inputs"]
-    assert {i["name"] for i in inputs} == {"efficientnet-lite0", "digits"}
+    assert {i["source"] for i in inputs} == {"efficientnet-lite0", "digits"}
+    assert all(i.get("scan_records") for i in inputs)  # screened dataset, backdoor-scanned base model
     for entry in inputs:  # the attested digest, and the bytes training actually read
         for digest in (entry["digest"], entry.get("used_digest", entry["digest"])):
             assert digest.removeprefix("sha256:") in listed

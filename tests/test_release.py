@@ -21,6 +21,7 @@ from integrity.ingest import Ingestion
 from integrity.release import ReleaseWork, load_release_policy, release_signer
 from integrity.release_spec import ReleaseSpecError, load_release_spec, parse_release_spec
 from integrity.revocation import revoke
+from integrity.screening import screen_dataset
 from integrity.training import (
     InputChangedError,
     UnattestedInputError,
@@ -70,13 +71,24 @@ def _flip(path: Path) -> None:
 
 def test_input_bytes_changed_after_attestation_stop_training(home: Path, demo: ReleaseDemo) -> None:
     work = _work(home, demo.spec)
-    labels = home / "attested" / "digits" / "digits" / "labels.npy"
+    labels = home / "screened" / "digits" / "digits" / "labels.npy"  # the screened copy training reads
     _flip(labels)
     with pytest.raises(InputChangedError, match=r"labels\.npy") as caught:
         work.train()
     assert caught.value.exit_code == 1 and "attested" in caught.value.reason
-    # A swap between the check (resolve) and the use (read) is caught too: the bytes read are hashed.
     _flip(labels)  # restored
+    # The attested copy underneath changed: the poisoning screen refuses to screen (and pass on) it.
+    attested_labels = home / "attested" / "digits" / "digits" / "labels.npy"
+    _flip(attested_labels)
+    try:
+        outcome = screen_dataset(home, work.ingestion.store, "digits", model_key="efficientnet_lite0")
+        assert not outcome.passed and "changed after attestation" in outcome.reason
+    finally:
+        _flip(attested_labels)
+    with pytest.raises(UnattestedInputError, match=r"the poisoning screen did not pass: .*changed after attestation"):
+        work.inputs()  # training refuses what the screen refused
+    assert screen_dataset(home, work.ingestion.store, "digits", model_key="efficientnet_lite0").passed
+    # A swap between the check (resolve) and the use (read) is caught too: the bytes read are hashed.
     inputs = work.inputs()
     assert read_attested(inputs[1]).digest == inputs[1].digest
     _flip(home / "attested" / "efficientnet_lite0" / "efficientnet-lite0" / "LICENSE.txt")
@@ -109,7 +121,7 @@ def test_dataset_attested_under_a_revoked_policy_version_stops_training(home: Pa
     revoke(ingestion.store, release_signer(home), "policy", v2, "policy v2 approved a compromised signer")
     with pytest.raises(RevokedError, match="compromised signer") as caught:
         work.train()
-    assert caught.value.artifact == "digits" and v2 in caught.value.reason
+    assert caught.value.artifact == "digits/screened" and v2 in caught.value.reason
 
 
 def test_model_failing_the_release_gate_is_not_released(home: Path, demo: ReleaseDemo, tmp_path: Path) -> None:
@@ -181,7 +193,8 @@ def test_the_release_policy_and_revocations_guard_the_release_step(home: Path, d
 
 def test_release_spec_is_strict(tmp_path: Path) -> None:
     spec = load_release_spec(REPO / "pipelines" / "releases" / "demo.yaml")
-    assert spec.version_for(3) == "1.0.3" and [i.ref for i in spec.inputs] == ["efficientnet-lite0", "digits"]
+    assert spec.version_for(3) == "1.0.3"
+    assert [i.ref for i in spec.inputs] == ["efficientnet-lite0/backdoor_scanned", "digits/screened"]
     assert parse_release_spec(b"version: 1\nmodel: m\nrelease: '1'\nbase_model: b\ndatasets: [d/screened]\n"
                               ).datasets[0].stage == "screened"
     for bad, why in [
@@ -198,10 +211,14 @@ def test_release_spec_is_strict(tmp_path: Path) -> None:
 
 def test_unknown_stage_is_refused_in_the_one_lookup(home: Path, demo: ReleaseDemo, tmp_path: Path) -> None:
     spec = yaml.safe_load(demo.spec.read_text())
-    spec["datasets"] = ["digits/screened"]
-    path = tmp_path / "screened.yaml"
+    spec["datasets"] = ["digits/augmented"]
+    path = tmp_path / "augmented.yaml"
     path.write_text(yaml.safe_dump(spec))
-    with pytest.raises(UnattestedInputError, match="no attested 'screened' stage"):
+    with pytest.raises(UnattestedInputError, match="no 'augmented' stage"):
+        _work(home, path).inputs()
+    spec["datasets"] = ["digits/backdoor_scanned"]  # a model's stage, named for a dataset
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UnattestedInputError, match="stage of a model"):
         _work(home, path).inputs()
 
 
@@ -255,7 +272,7 @@ def test_lineage_svg_is_well_formed_and_escapes_labels(demo: ReleaseDemo) -> Non
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg") and b"<script>" not in svg
     kinds = {n["kind"] for n in lineage["nodes"]}
-    assert {"source", "verification", "validation", "conversion", "attestation", "training", "evaluation",
+    assert {"source", "verification", "validation", "conversion", "attestation", "scan", "training", "evaluation",
             "release"} <= kinds
     assert all(e["type"] == "derived-from" for e in lineage["edges"])
     assert lineage_markdown(lineage).count("\n") == len(lineage["nodes"]) + 1
@@ -265,7 +282,10 @@ def test_inputs_resolve_only_from_records(home: Path, demo: ReleaseDemo) -> None
     inputs = resolve_inputs(_work(home, demo.spec).ingestion, load_release_spec(demo.spec))
     base, digits = inputs
     assert base.kind == "model" and base.digest != base.verified_digest and base.conversions
-    assert digits.kind == "dataset" and digits.digest == digits.verified_digest
+    assert digits.kind == "dataset" and digits.digest != digits.verified_digest  # the screened copy
     assert digits.records["verification"].startswith("records/verifications/")
+    assert digits.records["screening"].startswith("records/screenings/")
+    assert digits.entry()["scan_records"] == [digits.records["screening"]]
+    assert base.records["scans"][0].startswith("records/model-scans/")
     entry = base.entry()
     assert entry["used_digest"] == f"sha256:{base.digest}" and entry["conversion_records"]
