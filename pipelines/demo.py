@@ -100,6 +100,7 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
     unexpected = [r for r in rows if expected.get(str(r["source"])) not in (None, r["status"])]
     releases = release_demo(home)
     unexpected += [r for r in releases if r["status"] != "released"]
+    unexpected += [r for r in distribute_demo(home, releases) if r.get("distributed") is False]
     if json_output:
         print(json.dumps({"home": str(home), "run_id": result.run_id, "results": rows, "releases": releases,
                           "unexpected": unexpected}, indent=2))
@@ -161,10 +162,58 @@ def _release_failure(result: dg.ExecuteInProcessResult) -> str:
     return "release steps did not run (an upstream gate failed)"
 
 
+def distribute_demo(home: Path, releases: list[dict[str, object]]) -> list[dict[str, object]]:
+    """What a release manager does next: publish each release to the store, pull it back verified.
+
+    The store is the demo's own (``<home>/store``; ``$CAIRN_STORE`` for S3). The pull lands in
+    ``<home>/pulled/<model>-<version>`` only after every signature, digest and revocation checks out.
+    """
+    import shutil
+    import uuid
+
+    from integrity.distribution import PullState, StoreSource, publish, pull
+    from integrity.errors import CairnError
+    from integrity.policy import load_policy
+    from integrity.revocation import RevocationList
+    from integrity.store import open_store
+    from integrity.transparency import open_ledger
+
+    store = open_store(os.environ.get("CAIRN_STORE") or str(home / "store"))
+    ledger = open_ledger(store, home=home)
+    for row in releases:
+        if row["status"] != "released":
+            continue
+        model, version = str(row["model"]), str(row.get("version"))
+        dest = home / "pulled" / f"{model}-{version}"
+        try:
+            policy = load_policy(home / "release-policy.yaml")
+            revocations = RevocationList.load(store, policy.source(model).signers)
+            published = publish(store, Path(str(row["release"])), policy, ledger=ledger, revocations=revocations)
+            # A second demo run pulls again: into a fresh folder, swapped in only after it verified.
+            fresh = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+            pull(StoreSource(store), model, version, fresh, policy, state=PullState(home / "pull-state.json"),
+                 ledger=ledger, progress=False)
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(dest, old)
+                os.rename(fresh, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(fresh, dest)
+            row.update(distributed=True, published=published.publication_key, pulled=str(dest))
+        except CairnError as error:
+            row.update(distributed=False, reason=error.summary())
+    return releases
+
+
 def print_releases(releases: list[dict[str, object]]) -> None:
     for row in releases:
         if row["status"] == "released":
             print(f"\nReleased {row['model']} {row.get('version')}: {row['release']} (signed by {row.get('signer')}).")
             print(f"  Audit it offline: .venv/bin/cairn audit {row['release']}")
+            if row.get("distributed"):
+                print(f"  Published to the store ({row['published']}) and pulled back, verified, into {row['pulled']}")
+            elif row.get("distributed") is False:
+                print(f"  NOT distributed: {row.get('reason')}")
         else:
             print(f"\nNOT released: {row['model']}: {row.get('reason')}")
