@@ -222,3 +222,74 @@ Signer: <code id="signer">{esc(str(signer.get('method', '?')))} {esc(str(signer.
 {documents}
 </body></html>
 """
+
+
+# -- incident response: what else used a revoked input? -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A signed revocation and every published release that consumed what it revokes."""
+
+    revocation: dict[str, Any]
+    releases: tuple[dict[str, Any], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"revocation": self.revocation, "releases": list(self.releases)}
+
+
+def revoked_exposure(*, policy: str | Path | None = None, key: str | Path | None = None, model: str | None = None,
+                     store: str | None = None, home: Path | None = None) -> list[Exposure]:
+    """For every signed revocation in the store, the published releases that consumed its subject.
+
+    Revocations are read with the release policy's signers as the authority and every release
+    index's signature is checked (fail closed): the answer is trustworthy or an error.
+    """
+    from integrity.catalog import cairn_home
+    from integrity.distribution import releases_consuming
+    from integrity.store import open_store
+
+    home = home or cairn_home()
+    if key and policy:
+        raise UsageError("choose --policy or --key, not both")
+    if key:
+        if not model:
+            raise UsageError("--key needs --model (the release policy entry the key stands for)")
+        trust = key_policy(model, key)
+    else:
+        policy_path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
+        if not policy_path.is_file():
+            raise UsageError(f"no release policy at {policy_path}",
+                             advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
+        trust = load_policy(policy_path)
+    store_url = store or os.environ.get("CAIRN_STORE") or str(home / "store")
+    artifact_store = open_store(store_url)
+    exposures: dict[tuple[str, str], Exposure] = {}
+    for name in sorted(trust.sources):
+        authority = trust.source(name).signers
+        for revocation in RevocationList.load(artifact_store, authority).revocations:
+            if (revocation.kind, revocation.subject) in exposures:
+                continue
+            consuming = releases_consuming(artifact_store, revocation.kind, revocation.subject, release_policy=trust)
+            exposures[(revocation.kind, revocation.subject)] = Exposure(
+                revocation.as_dict(), tuple(c.as_dict() for c in consuming))
+    return list(exposures.values())
+
+
+def render_exposure(exposures: list[Exposure]) -> str:
+    if not exposures:
+        return "No signed revocations in the store: no release is exposed."
+    lines = []
+    for exposure in exposures:
+        r = exposure.revocation
+        lines.append(f"REVOKED {r['kind']} {r['subject']} ({r['revokedAt']}): {r['reason']}")
+        if not exposure.releases:
+            lines.append("  no published release consumed it")
+        for release in exposure.releases:
+            lines.append(f"  consumed by {release['release']} (sequence {release['sequence']}): "
+                         + "; ".join(release["matches"]))
+    affected = sorted({rel["release"] for e in exposures for rel in e.releases})
+    lines.append("")
+    lines.append(f"{len(affected)} published release(s) consumed a revoked input: {', '.join(affected)}" if affected
+                 else "No published release consumed a revoked input.")
+    return "\n".join(lines)

@@ -332,6 +332,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from integrity.audit import audit_release, render_html, render_text
     from integrity.signing import atomic_write
 
+    if args.revoked:  # incident response: every published release that consumed a revoked input
+        from integrity.audit import render_exposure, revoked_exposure
+
+        if args.release or args.html:
+            raise UsageError("--revoked lists the whole store; it takes no RELEASE and no --html")
+        exposures = revoked_exposure(policy=args.policy, key=args.key, model=args.model, store=args.store,
+                                     home=Path(args.home).resolve() if args.home else None)
+        _emit(args, {"exposures": [e.as_dict() for e in exposures]}, render_exposure(exposures))
+        return EXIT_REJECTED if any(e.releases for e in exposures) else EXIT_OK
+    if not args.release:
+        raise UsageError("name the release directory to audit (or pass --revoked)")
     report = audit_release(args.release, policy=args.policy, key=args.key, store=args.store,
                            home=Path(args.home).resolve() if args.home else None, trusted_root=args.trusted_root)
     if args.html:
@@ -487,7 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="model file or directory")
 
     p = add("audit", cmd_audit, "re-verify a release bundle offline and print its lineage (exit 1 if anything fails)")
-    p.add_argument("release", help="the release directory (<model>-<version>)")
+    p.add_argument("release", nargs="?", help="the release directory (<model>-<version>)")
+    p.add_argument("--revoked", action="store_true",
+                   help="instead: list every published release that consumed a revoked input (exit 1 if any)")
+    p.add_argument("--model", help="with --revoked and --key: the model the key signs")
     p.add_argument("--policy", help="release policy YAML (default $CAIRN_RELEASE_POLICY or HOME/release-policy.yaml)")
     p.add_argument("--key", help="pinned release public key instead of a policy")
     p.add_argument("--store", help="artifact store with signed revocations (default $CAIRN_STORE or HOME/store)")

@@ -234,11 +234,15 @@ class ReleaseIndex:
         for item in self.data.get("inputs") or []:
             if not isinstance(item, dict):
                 continue
-            if isinstance(item.get("name"), str):
-                found.append(("source", item["name"]))
-            if isinstance(item.get("digest"), str):
-                digest = item["digest"]
-                found.append(("artifact", digest if digest.startswith("sha256:") else f"sha256:{digest}"))
+            source = item.get("source") or item.get("name")  # the catalog source ("name" may be SOURCE/STAGE)
+            if isinstance(source, str):
+                found.append(("source", source))
+            for key in ("digest", "used_digest"):  # what the publisher signed, and what training read
+                if isinstance(item.get(key), str):
+                    digest = item[key]
+                    found.append(("artifact", digest if digest.startswith("sha256:") else f"sha256:{digest}"))
+            if isinstance(item.get("policy_digest"), str):
+                found.append(("policy", item["policy_digest"]))
         found.extend(("artifact", f"sha256:{f.sha256}") for f in self.files)
         return found
 

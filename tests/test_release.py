@@ -289,3 +289,22 @@ def test_inputs_resolve_only_from_records(home: Path, demo: ReleaseDemo) -> None
     assert base.records["scans"][0].startswith("records/model-scans/")
     entry = base.entry()
     assert entry["used_digest"] == f"sha256:{base.digest}" and entry["conversion_records"]
+
+
+def test_audit_lists_every_release_that_consumed_a_revoked_input(home: Path, demo: ReleaseDemo,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The incident-response question: a vendor's dataset is revoked; which releases used it?"""
+    from integrity.cli import main
+
+    assert main(["audit", "--revoked", "--home", str(home)]) == 0
+    assert "no release is exposed" in capsys.readouterr().out
+    store = Ingestion.open(load_catalog(CATALOG, root=home, strict=False), home=home).store
+    revoke(store, release_signer(home), "source", "digits", "publisher's signing key was stolen")
+    revoke(store, release_signer(home), "source", "breast-cancer", "license withdrawn")
+    assert main(["audit", "--revoked", "--home", str(home)]) == 1
+    out = capsys.readouterr().out
+    version = json.loads((demo.release / "release.json").read_text())["version"]
+    assert "REVOKED source digits" in out and f"consumed by digits-classifier@{version}" in out
+    assert "REVOKED source breast-cancer" in out and "no published release consumed it" in out
+    assert main(["audit", str(demo.release), "--home", str(home)]) == 1  # and the release itself fails its audit
+    assert "revoked" in capsys.readouterr().out.lower()
