@@ -320,7 +320,25 @@ def validate_bom(bom: Mapping[str, Any]) -> str:
         [errors] if errors is not None else [])
     if found:
         raise BomValidationError("; ".join(str(e)[:300] for e in found[:5]), artifact="bom.cdx.json")
-    return "valid CycloneDX 1.6 (JSON schema)"
+    check_bom_complete(bom)
+    return "valid CycloneDX 1.6 (JSON schema); every component has a SHA-256 hash and a license"
+
+
+def check_bom_complete(bom: Mapping[str, Any]) -> None:
+    """Fail the release when any component lacks a SHA-256 hash or a license (OWASP AISVS 6.5.3)."""
+    metadata = bom.get("metadata") or {}
+    components = [metadata.get("component") or {}, *(bom.get("components") or [])]
+    missing = []
+    for component in components:
+        name = str(component.get("bom-ref") or component.get("name") or "?")
+        hashes = [h for h in component.get("hashes") or [] if h.get("alg") == "SHA-256" and h.get("content")]
+        if not hashes:
+            missing.append(f"{name}: no SHA-256 hash")
+        if not component.get("licenses"):
+            missing.append(f"{name}: no license")
+    if missing:
+        raise BomValidationError("incomplete ML-BOM: " + "; ".join(missing) + " (give every input a license in the "
+                                 "catalog and the model one in the release spec)", artifact="bom.cdx.json")
 
 
 # -- lineage ------------------------------------------------------------------------------------------------

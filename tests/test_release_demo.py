@@ -73,6 +73,17 @@ def test_provenance_lists_every_input_digest(demo: ReleaseDemo) -> None:
     validate_bom(bom)
     hashes = {h["content"] for c in bom["components"] for h in c["hashes"]}
     assert {i["digest"].removeprefix("sha256:") for i in index["inputs"]} <= hashes
+    # Completeness fails the build: a component without a license or a hash is refused.
+    from integrity.provenance import BomValidationError
+
+    unlicensed = json.loads(json.dumps(bom))
+    del unlicensed["components"][0]["licenses"]
+    with pytest.raises(BomValidationError, match="no license"):
+        validate_bom(unlicensed)
+    unhashed = json.loads(json.dumps(bom))
+    unhashed["metadata"]["component"]["hashes"] = []
+    with pytest.raises(BomValidationError, match="released-model: no SHA-256 hash"):
+        validate_bom(unhashed)
 
 
 def test_dagster_data_versions_agree_with_the_lineage_graph(demo: ReleaseDemo) -> None:
