@@ -56,6 +56,15 @@ class AuditReport:
                 "failed_files": self.failed_files, "lineage_verified": self.lineage_verified}
 
 
+def _release_policy(policy: str | Path | None, home: Path) -> TrustPolicy:
+    """Who may sign releases: ``policy``, else ``$CAIRN_RELEASE_POLICY``, else ``HOME/release-policy.yaml``."""
+    path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
+    if not path.is_file():
+        raise UsageError(f"no release policy at {path}",
+                         advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
+    return load_policy(path)
+
+
 def _peek_model(release: Path, known: list[str] | None = None) -> str:
     """The model a release claims to be (its index says, else its folder name): verified afterwards."""
     try:
@@ -98,11 +107,7 @@ def audit_release(
             model = path.name.rsplit("-", 1)[0]
         trust = key_policy(model, key)
     else:
-        policy_path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
-        if not policy_path.is_file():
-            raise UsageError(f"no release policy at {policy_path}",
-                             advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
-        trust = load_policy(policy_path)
+        trust = _release_policy(policy, home)
         model = model or _peek_model(path, list(trust.sources))
     revocations: RevocationList | None = None
     note = "not checked (no store given)"
@@ -257,11 +262,7 @@ def revoked_exposure(*, policy: str | Path | None = None, key: str | Path | None
             raise UsageError("--key needs --model (the release policy entry the key stands for)")
         trust = key_policy(model, key)
     else:
-        policy_path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
-        if not policy_path.is_file():
-            raise UsageError(f"no release policy at {policy_path}",
-                             advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
-        trust = load_policy(policy_path)
+        trust = _release_policy(policy, home)
     store_url = store or os.environ.get("CAIRN_STORE") or str(home / "store")
     artifact_store = open_store(store_url)
     exposures: dict[tuple[str, str], Exposure] = {}
