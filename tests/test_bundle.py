@@ -27,6 +27,7 @@ from integrity.policy import PublicKey, load_policy
 from integrity.revocation import RevocationList, revoke
 from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 from integrity.store import open_store
+from tests.support.private_sigstore import PrivateSigstore, private_sigstore  # noqa: F401
 
 MODEL = "digits-classifier"
 BIN = Path(sys.executable).parent
@@ -223,3 +224,29 @@ def test_missing_release_is_a_clear_error(identity: dict, tmp_path: Path) -> Non
         verify_bundle(tmp_path / "nothing", identity["policy"], MODEL)
     shutil.rmtree(tmp_path, ignore_errors=True)
     assert issubclass(ReleaseFileError, ReleaseBundleError)
+
+
+def test_a_release_signed_keyless_in_ci_verifies_against_the_workflow_identity(
+    identity: dict, tmp_path: Path, private_sigstore: PrivateSigstore  # noqa: F811
+) -> None:
+    """CI signs releases keyless: every file of the bundle carries a Fulcio certificate for the workflow
+    and a transparency-log entry; the release policy pins that identity and issuer (and the trusted root)."""
+    from integrity.policy import AnyOf, SigstoreIdentity, SourcePolicy, TrustPolicy
+    from integrity.signing import KeylessSigner
+
+    workflow = "https://github.com/acme/models/.github/workflows/release.yml@refs/tags/v1.0.0"
+    issuer = "https://token.actions.githubusercontent.com"
+    token = private_sigstore.mint_token(workflow, issuer)
+    signer = KeylessSigner(trust_config=private_sigstore.trust_config_path, identity_token=token)
+    release = _write(identity, tmp_path / "releases", signer=signer)
+    root = str(private_sigstore.trusted_root_path)
+
+    def policy(allowed: str) -> TrustPolicy:
+        rule = SigstoreIdentity(identity=allowed, issuer=issuer, trusted_root=root)
+        return TrustPolicy(1, {MODEL: SourcePolicy(MODEL, AnyOf((rule,)))}, None, "sha256:" + "00" * 32)
+
+    report = verify_bundle(release, policy(workflow), MODEL)
+    assert report.signer["method"] == "sigstore" and report.signer["identity"] == workflow
+    with pytest.raises(CairnError, match=r"not allowed|does not allow|not in the policy") as caught:
+        verify_bundle(release, policy(workflow.replace("v1.0.0", "v9.9.9")), MODEL)  # another workflow run
+    assert caught.value.exit_code == 1 and workflow in caught.value.reason
