@@ -60,7 +60,7 @@ def encoding_residual(flat: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
 
     n = len(flat)
     values = torch.as_tensor(np.ascontiguousarray(flat, dtype=np.float32)).reshape(-1)
-    unique, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
     need = max(3, int(np.ceil(ALPHABET_MIN_SHARE * n)))
     common = counts >= need
     alphabet = int(common.sum())
