@@ -19,7 +19,9 @@ What they cannot hide is the perturbation itself, which shows in two label-free 
   components that explain 95 % of the variance (eigenvalues floored at 1e-3 of the largest),
   on a log scale and robust-z scored over the dataset; it is rescaled so that the policy's flag
   bar sits at :data:`OFF_MANIFOLD_Z` robust SDs, because natural outliers give this statistic a
-  heavier clean tail than the neighbourhood scores have.
+  heavier clean tail than the neighbourhood scores have. It counts only at or above the bar and
+  is capped just above it (:data:`OFF_MANIFOLD_CAP`), so it adds flags without reordering the
+  label-consistency evidence below the bar.
 
 Both are deterministic (exact counts; float64 eigendecomposition) and cheap next to the embedding.
 """
@@ -37,6 +39,7 @@ OFF_MANIFOLD_VARIANCE = 0.95
 OFF_MANIFOLD_FLOOR = 1e-3
 OFF_MANIFOLD_Z = 5.0  # robust z of the off-manifold statistic that maps onto the policy's flag bar
 FLAG_BAR = 3.5  # the default policy's flag threshold, which OFF_MANIFOLD_Z is mapped onto
+OFF_MANIFOLD_CAP = 4.5  # off-manifold evidence ranks just above the bar, below strong label evidence
 MAX_DIMS = 4096  # larger inputs skip the off-manifold test (the covariance would be D x D)
 
 
@@ -108,7 +111,11 @@ def perturbation_scores(x: np.ndarray, *, device: str = "cpu") -> PerturbationSc
     counts, encoding_details = encoding_residual(flat)
     encoding = np.where(counts >= 2, ENCODING_SCORE, -np.inf) if encoding_details["active"] else off.copy()
     if flat.shape[1] <= MAX_DIMS and n > flat.shape[1] // 4:
+        # Evidence only at or above the bar, and capped just above it: below the bar this statistic's
+        # heavy clean tail would crowd the ranking of the label-consistency scores (label flips), and
+        # above it a natural outlier should not outrank strong label evidence.
         manifold = off_manifold_energy(flat, device=device) * (FLAG_BAR / OFF_MANIFOLD_Z)
+        manifold = np.where(manifold >= FLAG_BAR, np.minimum(manifold, OFF_MANIFOLD_CAP), -np.inf)
         manifold_details: dict[str, Any] = {"active": True, "flagged_at_default_bar": int((manifold >= FLAG_BAR).sum())}
     else:
         manifold = off.copy()
