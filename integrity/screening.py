@@ -315,7 +315,7 @@ def probe_images() -> np.ndarray:
     return probes
 
 
-MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 1}
+MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 2}
 
 
 def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: ModelScanPolicy | None = None,

@@ -129,7 +129,38 @@ def test_model_scan_tells_a_backdoored_backbone_from_a_clean_one(digits):
     backdoored = train(poisoned.x, poisoned.y, 10, seed=1, epochs=10)
     assert (predict(backdoored, patch_trigger(x[y != 1])) == 1).mean() > 0.9  # the backdoor works
     clean_scan = scan_encoder(clean_model, probes, classifier=True, steps=150)
-    bad_scan = scan_encoder(backdoored, probes, classifier=True, steps=150, policy=ModelScanPolicy(max_score=1.8))
+    bad_scan = scan_encoder(backdoored, probes, classifier=True, steps=150, policy=ModelScanPolicy())
     assert bad_scan.trigger.region == 1, bad_scan.summary()
-    assert bad_scan.score > clean_scan.score
+    assert bad_scan.kind == "mask_ratio" and bad_scan.score > clean_scan.score
     assert not bad_scan.verdict.passed
+    assert clean_scan.verdict.passed, clean_scan.summary()
+
+
+def test_clean_label_feature_collisions_are_flagged(digits):
+    """Poison Frogs against the packaged foundation model: correctly labelled, perturbed base images."""
+    from integrity.poisoning.attacks import feature_collision
+
+    x, y = digits
+    model = FoundationModel(load_state_dict(packaged_weights()), device="cpu")
+    poisoned = inject(x, y, "clean_label", 0.01, seed=0, target=0,
+                      collide=feature_collision(model.embed_tensor, model.prepare))
+    assert (poisoned.y[poisoned.poison] == poisoned.source).all()  # clean label: the base class, unchanged
+    result = scan_dataset(poisoned.x, poisoned.y, foundation_features=model.embed(poisoned.x))
+    assert result.flagged[poisoned.poison].all(), result.scores[poisoned.poison]
+    assert result.flagged[~poisoned.poison].mean() < 0.02
+    assert result.perturbation is not None
+    assert result.perturbation.details["encoding"]["anomalies"] == int(poisoned.poison.sum())
+
+
+def test_encoding_residual_needs_a_shared_alphabet(digits):
+    from integrity.poisoning.perturbation import ENCODING_SCORE, perturbation_scores
+
+    x, _ = digits
+    nudged = x.copy()
+    nudged[:5, 2:4, 3] += 0.013  # two values off the 17-level grid in five images
+    on_grid = x.copy()
+    on_grid[5:10, 2:4, 3] = 1.0  # changed, but on the grid: not an encoding anomaly
+    scores = perturbation_scores(np.concatenate([nudged[:10], on_grid[5:10], x[10:]]))
+    assert (scores.encoding[:5] == ENCODING_SCORE).all() and np.isinf(scores.encoding[5:]).all()
+    continuous = perturbation_scores(x + np.random.default_rng(0).normal(0, 0.01, x.shape).astype(np.float32))
+    assert not continuous.details["encoding"]["active"] and np.isinf(continuous.encoding).all()

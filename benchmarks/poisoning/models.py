@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 
-def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int = 300,
+def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int = 150,
         regions: bool = False) -> dict[str, Any]:
     from sklearn.datasets import load_digits
     from sklearn.metrics import roc_auc_score
@@ -52,12 +52,15 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int 
             row = {"model": index, "backdoored": backdoored, "attack": attack if backdoored else None,
                    "target": target if backdoored else None, "asr": asr,
                    "score_classes": by_class.score, "region_found": by_class.trigger.region,
+                   "anomaly_index_classes": by_class.summary()["anomaly_index"],
+                   "mask_norms_classes": [round(v, 3) for v in by_class.trigger.mask_norms],
                    "passed_classes": by_class.verdict.passed, "score_regions": by_region.score,
                    "passed_regions": by_region.verdict.passed,
                    "seconds": round(by_class.seconds + by_region.seconds, 2)}
             rows.append(row)
             log(f"  model {index} {'backdoored ' + attack if backdoored else 'clean':20s} asr {asr} "
-                f"score(classes) {by_class.score:.2f} region {by_class.trigger.region} "
+                f"score(classes) {by_class.score:.2f} AI {row['anomaly_index_classes']:.2f} "
+                f"region {by_class.trigger.region} "
                 f"score(regions) {by_region.score:.2f}")
     truth = np.array([r["backdoored"] for r in rows])
     summary: dict[str, Any] = {"clean": n, "backdoored": n}
@@ -70,13 +73,19 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int 
     backdoors = [r for r in rows if r["backdoored"]]
     summary["target_found"] = float(np.mean([r["region_found"] == r["target"] for r in backdoors]))
     summary["mean_asr"] = float(np.mean([r["asr"] for r in backdoors]))
-    report = {"benchmark": "poisoning-models", "policy_max_score": policy.max_score, "steps": steps,
+    anomaly = np.array([r["anomaly_index_classes"] for r in rows])
+    summary["classes"]["roc_auc_anomaly_index"] = float(roc_auc_score(truth, anomaly))
+    report = {"benchmark": "poisoning-models", "policy_max_score": policy.max_score,
+              "policy_max_mask_ratio": policy.max_mask_ratio, "steps": steps,
               "seconds": round(time.perf_counter() - started, 1), "summary": summary, "results": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    table = ("| scan mode | ROC-AUC | TPR at policy (anomaly index >= 2) | FPR at policy |\n|---|---|---|---|\n" +
-             "\n".join(f"| Neural Cleanse on {m} | {summary[m]['roc_auc']:.3f} | {summary[m]['tpr_at_policy']:.2f} | "
-                       f"{summary[m]['fpr_at_policy']:.2f} |" for m in modes) +
+    bars = {"classes": f"mask ratio >= {policy.max_mask_ratio:g}", "regions": f"anomaly index >= {policy.max_score:g}"}
+    table = ("| scan mode | score | ROC-AUC | TPR at policy | FPR at policy |\n|---|---|---|---|---|\n" +
+             "\n".join(f"| Neural Cleanse on {m}, {steps} steps | {bars[m]} | {summary[m]['roc_auc']:.3f} | "
+                       f"{summary[m]['tpr_at_policy']:.2f} | {summary[m]['fpr_at_policy']:.2f} |" for m in modes) +
+             f"\n| (same scans, anomaly index instead of mask ratio) | anomaly index | "
+             f"{summary['classes']['roc_auc_anomaly_index']:.3f} | - | - |" +
              f"\n\n{n} clean and {n} backdoored backbones; mean ASR of the backdoors {summary['mean_asr']:.3f}; "
              f"target class found by the class scan in {summary['target_found']:.0%}.\n")
     out.with_suffix(".md").write_text(table)

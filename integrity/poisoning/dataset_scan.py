@@ -8,6 +8,7 @@ import numpy as np
 
 from integrity.errors import UsageError
 from integrity.poisoning.features import FoundationModel, pick_device
+from integrity.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.poisoning.policy import PolicyResult, ScanPolicy
 from integrity.poisoning.scores import ViewScores, combine, describe, pca_reduce, view_scores
 
@@ -27,6 +28,8 @@ class DatasetScan:
     device: str
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    #: Label-free evidence of a perturbation after capture (clean-label poisons): see perturbation.py.
+    perturbation: PerturbationScores | None = None
 
     @property
     def split_classes(self) -> list[int]:
@@ -48,7 +51,8 @@ class DatasetScan:
                          "flagged": int(self.flagged[self.labels == c].sum())}
                 for c in np.unique(self.labels)
             },
-            "evidence": describe(self.views),
+            "evidence": {**describe(self.views),
+                         "perturbation": self.perturbation.details if self.perturbation is not None else None},
             **self.details,
         }
 
@@ -93,7 +97,8 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
     started = time.perf_counter()
     views = feature_views(x, foundation=foundation, device=device, foundation_features=foundation_features)
     scored = [view_scores(name, z, y, k=k, device=device) for name, z in views.items()]
-    scores = combine(scored)
+    perturbed = perturbation_scores(x, device=device)
+    scores = np.maximum(combine(scored), perturbed.combined)
     split_classes = sorted({c for v in scored for c in v.split_classes})
     flagged = policy.flags(scores, y, split_classes)
     verdict = policy.check(int(flagged.sum()), len(y), split_classes)
@@ -101,4 +106,5 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
                        {"policy": {"flag_threshold": policy.flag_threshold,
                                    "max_flagged_fraction": policy.max_flagged_fraction,
                                    "fail_on_backdoor_split": policy.fail_on_backdoor_split,
-                                   "backdoor_class_threshold": policy.backdoor_class_threshold}})
+                                   "backdoor_class_threshold": policy.backdoor_class_threshold}},
+                       perturbed)

@@ -7,9 +7,16 @@ absolute deviation of the mask sizes, as in the paper) reveals it. A foundation 
 *encoder* without this dataset's classes, so the classes are pseudo-classes: the regions of the
 encoder's embedding space that clean probe inputs fall into (deterministic k-means), with a
 nearest-centroid head. A backdoored encoder maps triggered inputs into one region whatever the
-input, so that region's minimal trigger is small: the same outlier test applies. The score is the
-anomaly index of the smallest mask (Neural Cleanse flags > 2); the reversed trigger is kept for
-the report. Deterministic: farthest-point initialisation, full-batch Adam, no sampling.
+input, so that region's minimal trigger is small: the same outlier test applies.
+
+Scores: with a class head (``classifier=True``), the *mask ratio*, median over smallest mask size
+(scale-free; with ten classes it separates backdoored digits backbones from clean ones better than
+the MAD-based index, whose denominator is noisy when natural mask sizes vary by class); on a few
+embedding regions, where the median of four unevenly reachable regions is itself noisy, Neural
+Cleanse's anomaly index of the smallest mask (flags > 2). All regions are searched together in
+one batched optimisation; a trigger counts once it moves 80 % of the probes (with ~100 probes,
+0.9 inflates natural masks more than backdoor masks). The reversed trigger is kept for the
+report. Deterministic: farthest-point initialisation, full-batch Adam, no sampling.
 """
 
 import time
@@ -22,6 +29,7 @@ import numpy as np
 from integrity.poisoning.policy import ModelScanPolicy, PolicyResult
 
 MAD_SCALE = 1.4826
+SUCCESS = 0.8  # share of probes a reversed trigger must move (small probe sets: 0.9 overstates natural masks)
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,13 @@ class ModelScan:
     verdict: PolicyResult
     trigger: TriggerSearch
     seconds: float
+    kind: str = "anomaly_index"  # what ``score`` is: "mask_ratio" (class head) or "anomaly_index" (regions)
 
     def summary(self) -> dict[str, Any]:
-        return {"score": round(self.score, 4), "passed": self.verdict.passed, "reason": self.verdict.reason,
+        norms = np.asarray(self.trigger.mask_norms)
+        return {"score": round(self.score, 4), "score_kind": self.kind,
+                "anomaly_index": round(anomaly_index(norms), 4), "mask_ratio": round(mask_ratio(norms), 4),
+                "passed": self.verdict.passed, "reason": self.verdict.reason,
                 "suspect_region": self.trigger.region,
                 "mask_norms": [round(v, 3) for v in self.trigger.mask_norms],
                 "attack_success": [round(v, 3) for v in self.trigger.success], "seconds": round(self.seconds, 3)}
@@ -65,6 +77,11 @@ def _kmeans(features: np.ndarray, k: int, iterations: int = 50) -> np.ndarray:
     return centroids
 
 
+def mask_ratio(norms: np.ndarray) -> float:
+    """How many times smaller the smallest mask is than the median one (scale-free; 1 = no outlier)."""
+    return float(np.median(norms)) / max(float(np.min(norms)), 1e-6)
+
+
 def anomaly_index(norms: np.ndarray) -> float:
     """How far the smallest mask lies below the others, in robust standard deviations."""
     median = float(np.median(norms))
@@ -74,10 +91,13 @@ def anomaly_index(norms: np.ndarray) -> float:
 
 def reverse_engineer_triggers(embed: Callable[[Any], Any], probes: np.ndarray, *, regions: int = 6,
                               steps: int = 60, sparsity: float = 0.01, lr: float = 0.1, device: str = "cpu",
-                              classifier: bool = False) -> TriggerSearch:
+                              classifier: bool = False, success: float = SUCCESS) -> TriggerSearch:
     """Minimal mask + pattern per embedding region (Neural Cleanse on a nearest-centroid head).
 
     ``classifier=True``: ``embed`` already returns class logits; its classes are the regions.
+    All regions are optimised together (one batched forward pass per step; each region keeps its
+    own mask, pattern and sparsity weight, so the result is that of independent searches). A mask
+    counts once its trigger sends ``success`` of the probes from other regions to its region.
     """
     import torch
 
@@ -102,41 +122,52 @@ def reverse_engineer_triggers(embed: Callable[[Any], Any], probes: np.ndarray, *
         def logits(features: Any) -> Any:
             return -torch.cdist(features.float(), centroids) ** 2 / scale
 
-    norms, success, masks, patterns = [], [], [], []
-    for region in range(regions):
-        others = torch.as_tensor(assigned != region, device=device)
-        inputs = x[others] if int(others.sum()) > 0 else x
-        target = torch.full((len(inputs),), region, device=device, dtype=torch.long)
-        mask_logit = torch.full((1, 1, height, width), -3.0, device=device, requires_grad=True)
-        pattern_logit = torch.zeros((1, channels, height, width), device=device, requires_grad=True)
-        optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=lr)
-        best = (float(height * width), 0.0, torch.sigmoid(mask_logit).detach(), torch.sigmoid(pattern_logit).detach())
-        weight = sparsity
-        for _ in range(steps):
-            optimiser.zero_grad()
-            mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
-            out = logits(embed((1 - mask) * inputs + mask * pattern))
-            loss = torch.nn.functional.cross_entropy(out, target) + weight * mask.sum()
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimiser.step()
-            with torch.no_grad():
-                hit = float((out.argmax(1) == target).float().mean())
-                size = float(mask.sum())
-            if hit >= 0.9 and size < best[0]:
-                best = (size, hit, mask.detach().clone(), pattern.detach().clone())
+    # probes already in a region do not count for it (with none elsewhere, all of them count)
+    others = torch.as_tensor(assigned[None, :] != np.arange(regions)[:, None], device=device)
+    others[others.sum(1) == 0] = True
+    counted = others.to(torch.float32)
+    per_region = counted.sum(1)
+    target = torch.arange(regions, device=device).repeat_interleave(len(x))
+    mask_logit = torch.full((regions, 1, height, width), -3.0, device=device, requires_grad=True)
+    pattern_logit = torch.zeros((regions, channels, height, width), device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([mask_logit, pattern_logit], lr=lr)
+    weight = torch.full((regions,), sparsity, device=device)
+    best_size = torch.full((regions,), float(height * width), device=device)
+    best_hit = torch.zeros(regions, device=device)
+    best_mask = torch.sigmoid(mask_logit).detach().clone()
+    best_pattern = torch.sigmoid(pattern_logit).detach().clone()
+    for _ in range(steps):
+        optimiser.zero_grad()
+        mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
+        stamped = (1 - mask[:, None]) * x[None] + mask[:, None] * pattern[:, None]
+        out = logits(embed(stamped.reshape(-1, channels, height, width)))
+        loss_each = torch.nn.functional.cross_entropy(out, target, reduction="none").reshape(regions, -1)
+        size = mask.reshape(regions, -1).sum(1)
+        loss = ((loss_each * counted).sum(1) / per_region + weight * size).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimiser.step()
+        with torch.no_grad():
+            hit = ((out.argmax(1) == target).reshape(regions, -1).to(torch.float32) * counted).sum(1) / per_region
+            better = (hit >= success) & (size < best_size)
+            best_size = torch.where(better, size, best_size)
+            best_hit = torch.where(better, hit, best_hit)
+            best_mask[better] = mask[better]
+            best_pattern[better] = pattern[better]
             # Neural Cleanse's schedule: press for a smaller mask while the trigger works, relax when not
-            weight = weight * 1.2 if hit >= 0.9 else max(weight / 1.2, sparsity / 100)
-        if best[1] == 0.0:  # never reached: record the full-image budget
-            with torch.no_grad():
-                mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
-                hit = float((logits(embed((1 - mask) * inputs + mask * pattern)).argmax(1) == target).float().mean())
-            best = (float(height * width), hit, mask.detach(), pattern.detach())
-        norms.append(best[0])
-        success.append(best[1])
-        masks.append(best[2][0, 0].cpu().numpy())
-        patterns.append(best[3][0].squeeze(0).cpu().numpy())
+            weight = torch.where(hit >= success, weight * 1.2, torch.clamp(weight / 1.2, min=sparsity / 100))
+    with torch.no_grad():  # regions never reached keep the full-image budget and the last trigger's success
+        mask, pattern = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
+        stamped = (1 - mask[:, None]) * x[None] + mask[:, None] * pattern[:, None]
+        hit = ((logits(embed(stamped.reshape(-1, channels, height, width))).argmax(1) == target)
+               .reshape(regions, -1).to(torch.float32) * counted).sum(1) / per_region
+        never = best_hit == 0
+        best_hit = torch.where(never, hit, best_hit)
+        best_mask[never] = mask[never]
+        best_pattern[never] = pattern[never]
+    norms = [float(v) for v in best_size.cpu()]
     suspect = int(np.argmin(norms))
-    return TriggerSearch(masks[suspect], patterns[suspect], suspect, norms, success)
+    return TriggerSearch(best_mask[suspect, 0].cpu().numpy(), best_pattern[suspect].squeeze(0).cpu().numpy(),
+                         suspect, norms, [float(v) for v in best_hit.cpu()])
 
 
 def scan_encoder(embed: Callable[[Any], Any], probes: np.ndarray, *, policy: ModelScanPolicy | None = None,
@@ -147,5 +178,7 @@ def scan_encoder(embed: Callable[[Any], Any], probes: np.ndarray, *, policy: Mod
     policy = policy or ModelScanPolicy()
     trigger = reverse_engineer_triggers(embed, probes, regions=regions, steps=steps, device=device,
                                         classifier=classifier, lr=lr)
-    score = anomaly_index(np.asarray(trigger.mask_norms))
-    return ModelScan(score, policy.check(score), trigger, time.perf_counter() - started)
+    norms = np.asarray(trigger.mask_norms)
+    kind = "mask_ratio" if classifier else "anomaly_index"
+    score = mask_ratio(norms) if classifier else anomaly_index(norms)
+    return ModelScan(score, policy.check(score, kind), trigger, time.perf_counter() - started, kind)

@@ -60,13 +60,24 @@ class ScanPolicy:
 
 @dataclass(frozen=True)
 class ModelScanPolicy:
-    """A model is suspected backdoored when its scan score (Neural Cleanse anomaly index) reaches ``max_score``."""
+    """A model is suspected backdoored when one class (or embedding region) needs a far smaller trigger.
+
+    Two scores, by what the scan can see: with the model's own class head, how many times smaller
+    the smallest reversed mask is than the median one (``max_mask_ratio``); on embedding regions of
+    an encoder without a head (few, unevenly reachable regions), Neural Cleanse's anomaly index
+    (``max_score``, the paper's threshold of 2).
+    """
 
     max_score: float = 2.0
+    max_mask_ratio: float = 1.5
 
-    def check(self, score: float) -> PolicyResult:
+    def check(self, score: float, kind: str = "anomaly_index") -> PolicyResult:
         if not np.isfinite(score):
             return PolicyResult(False, "the model scan produced no usable score")
-        if score >= self.max_score:
-            return PolicyResult(False, f"backdoor suspected: scan score {score:.3f} >= {self.max_score:.3f}")
-        return PolicyResult(True, f"no backdoor found: scan score {score:.3f} < {self.max_score:.3f}")
+        if kind not in ("anomaly_index", "mask_ratio"):
+            return PolicyResult(False, f"unknown model-scan score kind {kind!r}")
+        bar = self.max_mask_ratio if kind == "mask_ratio" else self.max_score
+        name = "mask ratio" if kind == "mask_ratio" else "anomaly index"
+        if score >= bar:
+            return PolicyResult(False, f"backdoor suspected: {name} {score:.3f} >= {bar:.3f}")
+        return PolicyResult(True, f"no backdoor found: {name} {score:.3f} < {bar:.3f}")
