@@ -381,7 +381,7 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
         raise UsageError(f"the benchmarks are not importable here ({exc}); run from the repository root") from exc
     if args.models:
         models = importlib.import_module("benchmarks.poisoning.models")
-        report = models.run(args.models, Path(args.out), device=args.device or "cpu")
+        report = models.run(args.models, Path(args.out), device=args.device or "cpu", regions=args.model_regions)
         print(Path(args.out).with_suffix(".md").read_text())
         print(f"wrote {args.out} ({report['seconds']} s)")
         return EXIT_OK
@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=cmd_bench_poisoning)
     c.add_argument("--data", default="digits", help="digits, breast_cancer, fashion_mnist or FILE.npz (X, y)")
     c.add_argument("--attack", default="badnets", help="label_flip, label_flip_pair, badnets, badnets_single, "
-                   "blended, clean_label (comma-separated for several)")
+                   "blended, clean_label, clean_label_quantised (comma-separated for several)")
     c.add_argument("--rate", default="0.05", help="poisoned fraction of the training set (comma-separated)")
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--out", default="benchmarks/results/poisoning.json")
@@ -540,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
     c.add_argument("--models", type=int, default=0,
                    help="model-level benchmark instead: train N clean and N backdoored backbones and scan them")
+    c.add_argument("--model-regions", action="store_true",
+                   help="with --models: also scan each backbone's trunk as a headless encoder (the pipeline's mode)")
     c.add_argument("--json", action="store_true")
     return parser
 

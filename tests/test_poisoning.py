@@ -164,3 +164,20 @@ def test_encoding_residual_needs_a_shared_alphabet(digits):
     assert (scores.encoding[:5] == ENCODING_SCORE).all() and np.isinf(scores.encoding[5:]).all()
     continuous = perturbation_scores(x + np.random.default_rng(0).normal(0, 0.01, x.shape).astype(np.float32))
     assert not continuous.details["encoding"]["active"] and np.isinf(continuous.encoding).all()
+
+
+def test_quantised_clean_label_poisons_use_only_the_datasets_values(digits):
+    """The adaptive variant rounds its perturbation to the data's encoding, which the encoding test cannot see."""
+    from integrity.poisoning.perturbation import perturbation_scores
+
+    x, y = digits
+
+    def nudge(bases: np.ndarray, targets: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        return np.clip(bases + 0.04 * (targets - bases), 0.0, 1.0)  # 0.04 of a step toward the target
+
+    plain = inject(x, y, "clean_label", 0.01, seed=0, target=0, collide=nudge)
+    snapped = inject(x, y, "clean_label_quantised", 0.01, seed=0, target=0, collide=nudge)
+    assert set(np.unique(snapped.x)) <= set(np.unique(x))
+    assert not set(np.unique(plain.x)) <= set(np.unique(x))
+    assert 0 < snapped.details["values_changed_per_poison"] < plain.details["values_changed_per_poison"]
+    assert np.isinf(perturbation_scores(snapped.x).encoding).all()

@@ -56,7 +56,8 @@ def run_seed(data: str, attack: str, rate: float, seed: int, *, device: str, tra
     classes = int(max(y_train.max(), y_test.max()) + 1)
     images = x_train.ndim in (3, 4)
     foundation = _foundation(device) if images else None
-    collide = feature_collision(foundation.embed_tensor, foundation.prepare) if attack == "clean_label" else None
+    clean_label = attack.startswith("clean_label")
+    collide = feature_collision(foundation.embed_tensor, foundation.prepare) if clean_label else None
     poisoned = inject(x_train, y_train, attack, rate, seed=seed, target=0, num_classes=classes, collide=collide)
     x, y, truth = poisoned.x, poisoned.y, poisoned.poison
     started = time.perf_counter()
@@ -67,7 +68,7 @@ def run_seed(data: str, attack: str, rate: float, seed: int, *, device: str, tra
 
     def attack_success(model: Any) -> float | None:
         if poisoned.trigger is None:
-            if attack == "clean_label":  # the attacker's target instances, classified as the base class?
+            if clean_label:  # the attacker's target instances, classified as the base class?
                 aims = poisoned.details["target_instances"]
                 return float((predict(model, aims, device) == poisoned.details["base_class"]).mean())
             return None
@@ -76,6 +77,8 @@ def run_seed(data: str, attack: str, rate: float, seed: int, *, device: str, tra
 
     baseline = {"clean_acc_before": float((predict(victim, x_test, device) == y_test).mean()),
                 "asr_before": attack_success(victim)}
+    if "values_changed_per_poison" in poisoned.details:  # how much of a clean-label perturbation survived
+        baseline["values_changed_per_poison"] = poisoned.details["values_changed_per_poison"]
     log(f"  seed {seed}: {int(truth.sum())} poisons; victim clean acc {baseline['clean_acc_before']:.3f}, "
         f"ASR {baseline['asr_before']}")
     rng = np.random.default_rng(seed + 1000)
@@ -110,7 +113,7 @@ def run_seed(data: str, attack: str, rate: float, seed: int, *, device: str, tra
         row = {"method": method, "data": data, "attack": attack, "rate": rate, "seed": seed,
                **detection_metrics(scores, flags, truth),
                "clean_acc_after": float((predict(retrained, x_test, device) == y_test).mean()),
-               "asr_after": attack_success(retrained) if (attack in BACKDOOR_ATTACKS or attack == "clean_label")
+               "asr_after": attack_success(retrained) if (attack in BACKDOOR_ATTACKS or clean_label)
                else None,
                "seconds": round(seconds, 3), "flagged": int(flags.sum()), "poisons": int(truth.sum()),
                **baseline, **extra}

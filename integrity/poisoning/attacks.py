@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-ATTACKS = ("label_flip", "label_flip_pair", "badnets", "badnets_single", "blended", "clean_label")
+ATTACKS = ("label_flip", "label_flip_pair", "badnets", "badnets_single", "blended", "clean_label",
+           "clean_label_quantised")
 BACKDOOR_ATTACKS = ("badnets", "badnets_single", "blended")
 
 
@@ -57,6 +58,18 @@ def patch_trigger(x: np.ndarray, *, size: int | None = None, value: float = 1.0)
 def blend_trigger(x: np.ndarray, pattern: np.ndarray, alpha: float = 0.2) -> np.ndarray:
     """Blended: mix a fixed random pattern into the whole input."""
     return ((1.0 - alpha) * x + alpha * pattern).astype(x.dtype)
+
+
+def snap_to_alphabet(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Round ``values`` to the nearest value ``reference`` uses (its 8-bit grid when it uses more than 256)."""
+    alphabet = np.unique(reference)
+    if len(alphabet) > 256:
+        alphabet = np.linspace(0.0, 1.0, 256, dtype=reference.dtype)
+    right = np.clip(np.searchsorted(alphabet, values), 1, len(alphabet) - 1)
+    left = right - 1
+    nearer_left = np.abs(values - alphabet[left]) <= np.abs(alphabet[right] - values)
+    snapped: np.ndarray = np.where(nearer_left, alphabet[left], alphabet[right]).astype(values.dtype)
+    return snapped
 
 
 def inject(x: np.ndarray, y: np.ndarray, attack: str, rate: float, *, seed: int = 0, target: int = 0,
@@ -103,7 +116,7 @@ def inject(x: np.ndarray, y: np.ndarray, attack: str, rate: float, *, seed: int 
         y[chosen] = target
         mask[chosen] = True
         return Poisoned(x, y, mask, attack, rate, target=target, source=source, trigger=trigger)
-    # clean_label: feature collision (Poison Frogs): correctly labelled base images of class ``base``,
+    # clean_label(_quantised): feature collision (Poison Frogs): correctly labelled base images of class ``base``,
     # perturbed so their foundation-model features collide with a target instance of class ``target``.
     if collide is None:
         raise ValueError("clean_label needs a feature-collision crafter (collide=...)")
@@ -115,13 +128,18 @@ def inject(x: np.ndarray, y: np.ndarray, attack: str, rate: float, *, seed: int 
     group = 5  # poisons per target instance (Poison Frogs' multi-poison setting, small groups)
     aims = rng.choice(targets_pool, -(-n // group), replace=False)
     aim_for = np.repeat(aims, group)[:n]
-    x[chosen] = collide(x[chosen], x[aim_for], seed=seed)
+    crafted = collide(x[chosen], x[aim_for], seed=seed)
+    if attack == "clean_label_quantised":  # an adaptive attacker stores the poisons in the data's own encoding
+        crafted = snap_to_alphabet(crafted, x)
+    changed = float((crafted != x[chosen]).reshape(n, -1).sum(1).mean())
+    x[chosen] = crafted
     mask[chosen] = True
     # The target instances are the attacker's test inputs, not training data: take them out.
     keep = np.ones(len(y), dtype=bool)
     keep[aims] = False
     return Poisoned(x[keep], y[keep], mask[keep], attack, rate, target=target, source=base_class,
-                    details={"target_instances": x[aims], "base_class": base_class})
+                    details={"target_instances": x[aims], "base_class": base_class,
+                             "values_changed_per_poison": changed})
 
 
 def feature_collision(embed: Callable[[Any], Any], prepare: Callable[[Any], Any], *, steps: int = 80,
