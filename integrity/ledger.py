@@ -9,7 +9,10 @@ entry in order, editing, removing or reordering history changes the root and is 
 Storage is the artifact store's backend (local or S3)::
 
     ledger/entries/000000000042.json   the leaf: {"index", "kind", "digest", "data"}
-    ledger/heads/000000000043.json     a signed tree head for the first 43 entries
+    ledger/heads/000000000043.json     a signed tree head for the first 43 entries, with the
+                                       tree's compact range (unsigned; trusted only when it
+                                       rebuilds the signed root) so the next head reads only
+                                       the entries appended since
 
 Entries are written with create-only semantics, so two appenders cannot take the same
 index: the loser re-reads the size and tries the next one.
@@ -68,6 +71,32 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
         return leaves[0]
     k = _split(len(leaves))
     return node_hash(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def frontier_push(frontier: list[bytes], size: int, leaf: bytes) -> list[bytes]:
+    """The compact range of ``size + 1`` leaves from that of ``size`` leaves and one more leaf.
+
+    The compact range (frontier) is the list of perfect-subtree roots of an RFC 6962 tree, one per
+    set bit of its size, largest first: O(log n) hashes that are enough to append and to compute
+    the root, so a new tree head never needs the old entries again.
+    """
+    nodes = [*frontier, leaf]
+    carry = size
+    while carry & 1:  # each trailing set bit of the old size is a subtree of the new leaf's size: merge
+        right, left = nodes.pop(), nodes.pop()
+        nodes.append(node_hash(left, right))
+        carry >>= 1
+    return nodes
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """The Merkle tree hash of the leaves a compact range stands for (equals :func:`merkle_root`)."""
+    if not frontier:
+        return hashlib.sha256(b"").digest()
+    root = frontier[-1]
+    for node in reversed(frontier[:-1]):
+        root = node_hash(node, root)
+    return root
 
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
@@ -228,20 +257,48 @@ class Ledger:
         raise StoreError("could not append to the ledger: other writers kept taking the next index")
 
     def sign_head(self) -> TreeHead:
+        """Sign a head over every entry, reading only the entries the last trusted head does not cover."""
         if self.private_key is None:
             raise StoreError("the ledger has no signing key configured; cannot sign a tree head")
-        leaves = self.leaves()
         key = load_private_key(self.private_key)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise StoreError("the ledger key must be an ECDSA key", artifact=self.private_key)
-        unsigned = TreeHead(len(leaves), merkle_root(leaves).hex(), datetime.now(UTC).isoformat(),
+        size = self._size()
+        covered, frontier = self._resume_point(key.public_key(), size)
+        for index in range(covered, size):
+            name = f"{ENTRY_PREFIX}{index:012d}.json"
+            try:
+                data = self.store.backend.read_bytes(name)
+            except StoreError as exc:
+                raise LedgerError(f"entry {index} is missing", artifact=self.store.backend.describe(name)) from exc
+            frontier = frontier_push(frontier, index, leaf_hash(_canonical(json.loads(data))))
+        unsigned = TreeHead(size, frontier_root(frontier).hex(), datetime.now(UTC).isoformat(),
                             key_fingerprint(key.public_key()), "")
         signature = key.sign(unsigned.signed_part(), ec.ECDSA(hashes.SHA256()))
         head = TreeHead(unsigned.size, unsigned.root, unsigned.timestamp, unsigned.key_fingerprint,
                         base64.b64encode(signature).decode())
-        self.store.backend.put_bytes(f"{HEAD_PREFIX}{head.size:012d}.json", _canonical(head.as_dict()),
-                                     overwrite=True)
+        # The frontier rides along unsigned: the next signer trusts it only if it rebuilds this signed root.
+        stored = {**head.as_dict(), "frontier": [node.hex() for node in frontier]}
+        self.store.backend.put_bytes(f"{HEAD_PREFIX}{head.size:012d}.json", _canonical(stored), overwrite=True)
         return head
+
+    def _resume_point(self, public: ec.EllipticCurvePublicKey, size: int) -> tuple[int, list[bytes]]:
+        """(entries covered, compact range) of the newest head this key signed, or (0, []) to start over."""
+        keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
+        for name in reversed(keys):
+            try:
+                stored = json.loads(self.store.backend.read_bytes(name))
+                head = TreeHead.from_dict(stored)
+                frontier = [bytes.fromhex(node) for node in stored.get("frontier", [])]
+                if head.size > size or head.key_fingerprint != key_fingerprint(public):
+                    continue
+                if len(frontier) != bin(head.size).count("1") or frontier_root(frontier).hex() != head.root:
+                    continue
+                public.verify(base64.b64decode(head.signature), head.signed_part(), ec.ECDSA(hashes.SHA256()))
+            except (StoreError, ValueError, KeyError, TypeError, InvalidSignature):
+                continue  # an unreadable or unverifiable head is never a place to resume from
+            return head.size, frontier
+        return 0, []
 
     # -- verifying --------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from integrity.ledger import (
     Ledger,
     LedgerError,
     consistency_proof,
+    frontier_push,
+    frontier_root,
     inclusion_proof,
     leaf_hash,
     merkle_root,
@@ -35,6 +37,16 @@ def test_proofs_verify_for_every_size_and_index() -> None:
             assert verify_consistency(old, size, merkle_root(leaves[:old]), root, proof), (old, size)
             if old < size:
                 assert not verify_consistency(old, size, leaf_hash(b"forged"), root, proof)
+
+
+def test_the_compact_range_gives_the_merkle_root_at_every_size() -> None:
+    leaves = [leaf_hash(str(i).encode()) for i in range(70)]
+    frontier: list[bytes] = []
+    assert frontier_root(frontier) == merkle_root([])
+    for size, leaf in enumerate(leaves):
+        frontier = frontier_push(frontier, size, leaf)
+        assert len(frontier) == bin(size + 1).count("1")
+        assert frontier_root(frontier) == merkle_root(leaves[: size + 1]), size + 1
 
 
 @pytest.fixture
@@ -168,3 +180,38 @@ def test_ledger_cli(tmp_path: Path, keys, capsys: pytest.CaptureFixture[str]) ->
     _entry_path(store, 2).unlink()
     assert main(["ledger", "verify", "--store", str(store), "--public-key", str(keys[1])]) == 1
     assert "LedgerError" in capsys.readouterr().err
+
+
+def test_a_new_head_extends_the_signed_history_without_rereading_it(tmp_path: Path, keys) -> None:
+    """Signing reads only entries past the last trusted head; an old entry edited in the store is not
+    folded into the next head (which would bless the edit) and is still caught by verify()."""
+    root = tmp_path / "store"
+    ledger = _ledger(open_store(root), keys)
+    for i in range(6):
+        ledger.append("verification", {"n": i})
+    head_file = json.loads((root / "ledger" / "heads" / f"{6:012d}.json").read_text())
+    assert len(head_file["frontier"]) == 2  # 6 = 4 + 2
+    entry = _entry_path(root, 2)
+    original = entry.read_bytes()
+    edited = json.loads(original)
+    edited["data"] = {"n": 99}
+    entry.write_text(json.dumps(edited))
+    _, head = ledger.append("verification", {"n": 6})
+    entry.write_bytes(original)
+    assert head.size == 7 and ledger.verify().root == head.root  # the head covers the true history
+    entry.write_text(json.dumps(edited))
+    with pytest.raises(LedgerError, match="entry 2 was edited"):
+        ledger.verify()
+
+
+def test_a_forged_frontier_is_not_trusted(tmp_path: Path, keys) -> None:
+    root = tmp_path / "store"
+    ledger = _ledger(open_store(root), keys)
+    for i in range(3):
+        ledger.append("verification", {"n": i})
+    head_path = root / "ledger" / "heads" / f"{3:012d}.json"
+    stored = json.loads(head_path.read_text())
+    stored["frontier"] = [leaf_hash(b"forged").hex(), leaf_hash(b"forged too").hex()]
+    head_path.write_text(json.dumps(stored))
+    ledger.append("verification", {"n": 3})  # falls back to the heads before, or to every entry
+    assert ledger.verify().size == 4
