@@ -57,11 +57,13 @@ class Trigger:
     """A backdoor trigger in the dataset's own image space: ``x' = (1 - mask) * x + mask * pattern``.
 
     ``pattern`` and ``mask`` are in [0, 1] with the shape of one source image; ``target`` is the
-    class the trigger is suspected to force; ``source`` says which scan (record) produced it.
+    class the trigger is suspected to force, or None for a trigger reversed from a foundation
+    model's embedding region (no class of this dataset): then the worst class counts, the one it
+    pushes most held-out images of other classes into. ``source`` says which scan (record) produced it.
     """
 
     name: str
-    target: int
+    target: int | None
     pattern: Any
     mask: Any
     source: str = ""
@@ -73,7 +75,7 @@ class Trigger:
         try:
             pattern = np.asarray(data["pattern"], dtype=np.float32)
             mask = np.asarray(data["mask"], dtype=np.float32)
-            target = int(data["target"])
+            target = None if data["target"] is None else int(data["target"])
             name = str(data.get("name") or where)
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"a trigger needs name, target, pattern and mask: {exc}", artifact=where) from exc
@@ -86,6 +88,30 @@ class Trigger:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "target": self.target, "source": self.source,
                 "pattern": self.pattern.tolist(), "mask": self.mask.tolist()}
+
+
+def scan_triggers(run: "TrainingRun", store: "ArtifactStore") -> list[Trigger]:
+    """The triggers the foundation-model scans reversed for this run's inputs (from their records).
+
+    A scan record that is referenced but unreadable, or whose trigger is malformed, is an error:
+    the gate fails closed rather than skipping a trigger it was meant to measure.
+    """
+    from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
+    from integrity.training import _record
+
+    triggers = []
+    for attested in run.inputs:
+        for key in attested.records.get("scans", ()) if attested.ref.stage == "backdoor_scanned" else ():
+            record = _record(store, key, "model scan", attested.name)
+            if record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE:
+                continue
+            found = (record.get("predicate") or {}).get("trigger")
+            if found is None:
+                continue  # a scan recorded before triggers were kept: nothing to measure
+            triggers.append(Trigger.from_dict(
+                {"name": f"{attested.name} reversed (region {found.get('region')})", "target": None,
+                 "pattern": found.get("pattern"), "mask": found.get("mask"), "source": key}, where=key))
+    return triggers
 
 
 def load_triggers(paths: Sequence[str | Path], *, base: Path | None = None) -> list[Trigger]:
@@ -207,24 +233,37 @@ def pgd_accuracy(model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor",
 
 def trigger_success(model: "torch.nn.Module", images: "np.ndarray", labels: "np.ndarray", trigger: Trigger,
                     pixel_max: float, size: int, device: "torch.device") -> float:
-    """Share of held-out images not of the target class that the trigger flips to the target class."""
+    """Share of held-out images not of the target class that the trigger flips to the target class.
+
+    Without a target (a trigger reversed from an encoder region), the largest such share over classes.
+    A reversed trigger of another image size is resized to the dataset's (bilinear); one named in the
+    release spec must match exactly.
+    """
     import numpy as np
     import torch
 
-    if trigger.pattern.shape != images.shape[1:]:
-        raise UsageError(f"trigger {trigger.name} has shape {trigger.pattern.shape}, the images {images.shape[1:]}",
-                         artifact=trigger.source)
-    keep = labels != trigger.target
-    if not keep.any():
-        return 0.0
-    scaled = images[keep].astype(np.float32) / pixel_max
-    stamped = (1 - trigger.mask) * scaled + trigger.mask * trigger.pattern
+    pattern, mask = trigger.pattern, trigger.mask
+    if pattern.shape != images.shape[1:]:
+        if trigger.target is not None or images.ndim != 3:
+            raise UsageError(f"trigger {trigger.name} has shape {pattern.shape}, the images {images.shape[1:]}",
+                             artifact=trigger.source)
+        both = torch.as_tensor(np.stack([pattern, mask])[None], dtype=torch.float32)
+        resized = torch.nn.functional.interpolate(both, size=images.shape[1:], mode="bilinear", align_corners=False)
+        pattern, mask = resized[0, 0].clamp(0, 1).numpy(), resized[0, 1].clamp(0, 1).numpy()
+    scaled = images.astype(np.float32) / pixel_max
+    stamped = (1 - mask) * scaled + mask * pattern
     pixels = to_pixels(stamped * pixel_max, pixel_max, size)
-    hits = 0
+    predicted = []
     with torch.no_grad():
         for start in range(0, len(pixels), 256):
-            hits += int((model(pixels[start:start + 256].to(device)).argmax(1).cpu() == trigger.target).sum())
-    return hits / int(keep.sum())
+            predicted.append(model(pixels[start:start + 256].to(device)).argmax(1).cpu().numpy())
+    outcome = np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64)
+    classes = [trigger.target] if trigger.target is not None else sorted({int(v) for v in np.unique(labels)})
+    rates = []
+    for target in classes:
+        others = labels != target
+        rates.append(float((outcome[others] == target).mean()) if others.any() else 0.0)
+    return max(rates) if rates else 0.0
 
 
 def evaluate(

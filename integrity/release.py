@@ -25,7 +25,7 @@ import yaml
 
 from integrity.bundle import BundleReport, ReleaseGateError, next_sequence, verify_bundle, write_bundle
 from integrity.errors import UsageError
-from integrity.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers
+from integrity.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers, scan_triggers
 from integrity.ingest import Ingestion
 from integrity.policy import TrustPolicy, load_policy
 from integrity.provenance import (
@@ -185,7 +185,8 @@ class ReleaseWork:
 
     def evaluate(self, extra_triggers: Sequence[Trigger] = ()) -> GateResult:
         run = self.current_run()
-        result = evaluate(run, self.spec.gate, triggers=[*self.triggers(), *extra_triggers],
+        reversed_by_scans = scan_triggers(run, self.ingestion.store)
+        result = evaluate(run, self.spec.gate, triggers=[*self.triggers(), *reversed_by_scans, *extra_triggers],
                           store=self.ingestion.store, log=self.log)
         self._save(evaluation=str(Path(str(result.record_path)).relative_to(self.work_dir)))
         return result

@@ -315,7 +315,7 @@ def probe_images() -> np.ndarray:
     return probes
 
 
-MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 2}
+MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 3}
 
 
 def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: ModelScanPolicy | None = None,
@@ -341,7 +341,7 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
         except (CairnError, KeyError):
             cached = None
     if cached is not None:
-        verdict = policy.check(float(cached["score"]))
+        verdict = policy.check(float(cached["score"]), str(cached.get("score_kind", "anomaly_index")))
         body = {"model": model_key, "digest": digest, "record": f"records/model-scans/{record_name}.json",
                 "plots": [str(plot)], **{k: v for k, v in cached.items() if k not in ("at", "tool")},
                 "passed": verdict.passed, "reason": verdict.reason, "reused": True}
@@ -362,7 +362,10 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
                               f"anomaly index {result.score:.2f})"))]
     record = _statement(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
         "model": model_key, "method": "Neural Cleanse on embedding regions (k-means pseudo-classes)",
-        "config": MODEL_SCAN_CONFIG, **result.summary()})
+        "config": MODEL_SCAN_CONFIG, **result.summary(),
+        # the smallest reversed trigger, in the probes' image space: the release gate measures it on the fine-tune
+        "trigger": {"region": result.trigger.region, "mask": np.round(result.trigger.mask, 4).tolist(),
+                    "pattern": np.round(result.trigger.pattern, 4).tolist()}})
     try:  # records are write-once (the ledger vouches for their bytes): a re-scan gets its own name
         record_key = store.put_record("model-scans", record_name if digest else _record_name(model_key, "scan"),
                                       record)

@@ -15,7 +15,7 @@ import yaml
 
 from integrity.bundle import ReleaseGateError
 from integrity.catalog import load_catalog
-from integrity.errors import RevokedError
+from integrity.errors import RevokedError, UsageError
 from integrity.evaluation import Trigger, trigger_success
 from integrity.ingest import Ingestion
 from integrity.release import ReleaseWork, load_release_policy, release_signer
@@ -261,6 +261,45 @@ def test_trigger_attack_success_counts_flips_to_the_target() -> None:
     assert rate == 1.0  # every non-target image flips to the target
     blank = Trigger("none", 1, np.zeros((8, 8), dtype=np.float32), np.zeros((8, 8), dtype=np.float32))
     assert trigger_success(AlwaysBright(), images, labels, blank, 16.0, 8, torch.device("cpu")) == 0.0
+
+
+def test_a_trigger_without_a_target_counts_its_worst_class_and_is_resized() -> None:
+    """A trigger reversed from an encoder region names no class of this dataset: the class it pushes
+    most other images into counts; a reversed trigger of another size is resized, a spec trigger is not."""
+    import torch
+
+    class BrightCornerIsTwo(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            corner = x[:, 0, -2:, -2:].mean(dim=(1, 2))
+            return torch.stack([1 - corner, torch.zeros_like(corner), corner], dim=1)
+
+    images = np.zeros((12, 8, 8), dtype=np.uint8)
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 3)
+    small = np.zeros((4, 4), dtype=np.float32)
+    small[2:, 2:] = 1  # the bottom-right quarter: after resizing, the model's bright corner
+    reversed_trigger = Trigger("reversed", None, small.copy(), small)
+    rate = trigger_success(BrightCornerIsTwo(), images, labels, reversed_trigger, 16.0, 8, torch.device("cpu"))
+    assert rate == 1.0  # class 2 gets every image of classes 0 and 1
+    named = Trigger("named", 2, small.copy(), small)
+    with pytest.raises(UsageError, match="has shape"):
+        trigger_success(BrightCornerIsTwo(), images, labels, named, 16.0, 8, torch.device("cpu"))
+
+
+def test_the_release_gate_measures_the_trigger_the_model_scan_reversed(demo: ReleaseDemo) -> None:
+    release = json.loads((demo.release / "release.json").read_text())
+    attack = release["gates"]["release_gate"]["attack_success"]
+    reversed_names = [name for name in attack if "reversed" in name]
+    assert reversed_names, attack  # the EfficientNet-Lite0 scan's smallest trigger, measured on the fine-tune
+    assert all(0.0 <= attack[name] <= 1.0 for name in reversed_names)
+
+
+def test_a_reversed_trigger_above_policy_stops_the_release(home: Path, demo: ReleaseDemo) -> None:
+    work = _work(home, demo.spec, max_attack_success=0.1)  # the tiny demo model is easily moved (see tiny_spec)
+    gate = work.evaluate()
+    assert not gate.passed
+    assert "efficientnet-lite0/backdoor_scanned reversed" in gate.reason and "policy allows 10.0%" in gate.reason
+    with pytest.raises(ReleaseGateError, match="reversed"):
+        work.release()
 
 
 def test_lineage_svg_is_well_formed_and_escapes_labels(demo: ReleaseDemo) -> None:

@@ -35,7 +35,10 @@ def tiny_spec(path: Path, **gate: object) -> Path:
     """The demo spec with a few training steps and cheap adversarial checks (gate overrides allowed)."""
     data = yaml.safe_load(DEMO_SPEC.read_text())
     data["training"].update({"max_steps": 4, "epochs": 1})
-    data["gate"].update({"min_clean_accuracy": 0.05, "adversarial_samples": 16, "pgd_steps": 2, **gate})
+    # A model trained for 4 steps is barely better than chance, so any trigger moves it: its attack
+    # success says nothing (the trigger bar is tested on its own, with max_attack_success overridden).
+    data["gate"].update({"min_clean_accuracy": 0.05, "max_attack_success": 1.0, "adversarial_samples": 16,
+                         "pgd_steps": 2, **gate})
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
