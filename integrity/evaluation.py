@@ -97,12 +97,12 @@ def scan_triggers(run: "TrainingRun", store: "ArtifactStore") -> list[Trigger]:
     the gate fails closed rather than skipping a trigger it was meant to measure.
     """
     from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
-    from integrity.training import _record
+    from integrity.training import referenced_record
 
     triggers = []
     for attested in run.inputs:
         for key in attested.records.get("scans", ()) if attested.ref.stage == "backdoor_scanned" else ():
-            record = _record(store, key, "model scan", attested.name)
+            record = referenced_record(store, key, "model scan", attested.name)
             if record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE:
                 continue
             found = (record.get("predicate") or {}).get("trigger")

@@ -124,7 +124,8 @@ class AttestedInput:
         return data
 
 
-def _record(store: "ArtifactStore", key: Any, what: str, source: str) -> dict[str, Any]:
+def referenced_record(store: "ArtifactStore", key: Any, what: str, source: str) -> dict[str, Any]:
+    """The stored record a summary refers to (``records/KIND/NAME.json``); missing or unreadable: unattested."""
     if not isinstance(key, str) or not key.startswith("records/"):
         raise UnattestedInputError(f"missing {what} record (none is referenced)", artifact=source)
     parts = key.strip("/").split("/")
@@ -170,7 +171,7 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         raise UnattestedInputError("never attested: no passing attest step for this source", artifact=name)
     digest = str(summary.get("digest") or "")
     store = ingestion.store
-    verification = _record(store, summary.get("verification"), "verification", name)
+    verification = referenced_record(store, summary.get("verification"), "verification", name)
     if verification.get("predicateType") != VERIFICATION_PREDICATE_TYPE:
         raise UnattestedInputError("the verification record is not a verification statement", artifact=name)
     vpred = verification.get("predicate") or {}
@@ -182,14 +183,14 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
                                    f"not the attested sha256:{digest}", artifact=name)
     if vpred.get("source") != source.policy_source:
         raise UnattestedInputError(f"the verification record is for source {vpred.get('source')!r}", artifact=name)
-    validation = _record(store, summary.get("validation"), "validation", name)
+    validation = referenced_record(store, summary.get("validation"), "validation", name)
     result = (validation.get("predicate") or {}).get("result") or {}
     if validation.get("predicateType") != VALIDATION_PREDICATE_TYPE or result.get("passed") is not True:
         raise UnattestedInputError(f"the validation record does not pass: {result.get('reason', 'no result')}",
                                    artifact=name)
     if _subject_digest(validation) != digest:
         raise UnattestedInputError("the validation record names other bytes than the attested ones", artifact=name)
-    ingest = _record(store, summary.get("record"), "ingestion", name)
+    ingest = referenced_record(store, summary.get("record"), "ingestion", name)
     ipred = ingest.get("predicate") or {}
     if (ingest.get("predicateType") != INGESTION_PREDICATE_TYPE or _subject_digest(ingest) != digest
             or ipred.get("verification") != summary.get("verification")
@@ -199,7 +200,7 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
     expected = {str(r.get("name")): str(r.get("sha256")) for r in vpred.get("resources") or [] if isinstance(r, dict)}
     conversions = tuple(c for c in ipred.get("conversions") or [] if isinstance(c, dict))
     for conversion in conversions:
-        record = _record(store, conversion.get("record"), "conversion", name)
+        record = referenced_record(store, conversion.get("record"), "conversion", name)
         if _subject_digest(record) != conversion.get("to_sha256"):
             raise UnattestedInputError(f"conversion record {conversion.get('record')} names other bytes", artifact=name)
         expected.pop(str(conversion.get("from")), None)
@@ -254,7 +255,7 @@ def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
     if summary.get("input_digest") != attested.digest:
         raise UnattestedInputError(f"the screening was of sha256:{summary.get('input_digest')}, not the attested "
                                    f"sha256:{attested.digest} (screen the current version)", artifact=name)
-    record = _record(ingestion.store, summary.get("record"), "screening", name)
+    record = referenced_record(ingestion.store, summary.get("record"), "screening", name)
     predicate = record.get("predicate") or {}
     output = predicate.get("output") or {}
     if (record.get("predicateType") != SCREENING_PREDICATE_TYPE or _subject_digest(record) != attested.digest
@@ -283,7 +284,7 @@ def _backdoor_scanned(ingestion: "Ingestion", attested: AttestedInput) -> Attest
 
     name = attested.name
     summary = _scan_summary(ingestion, attested, "backdoor scan")
-    record = _record(ingestion.store, summary.get("record"), "model scan", name)
+    record = referenced_record(ingestion.store, summary.get("record"), "model scan", name)
     predicate = record.get("predicate") or {}
     if (record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE or _subject_digest(record) != attested.digest
             or summary.get("digest") != attested.digest):
