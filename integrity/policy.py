@@ -27,6 +27,7 @@ Example::
 """
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,16 +98,18 @@ class PolicyResult:
         return self.ok
 
 
-class SignerRule:
-    """A rule about who may sign. Subclasses implement :meth:`check`."""
+class SignerRule(ABC):
+    """A rule about who may sign: each kind of signer says whether evidence matches it, and how to name it."""
 
     method: Method
 
+    @abstractmethod
     def check(self, evidence: SignerEvidence) -> PolicyResult:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Whether ``evidence`` (a verified signature's signer) is this rule's signer, and why not."""
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The signer in words, for diagnostics and the policy's YAML suggestions."""
 
 
 @dataclass(frozen=True)
