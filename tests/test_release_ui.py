@@ -1,28 +1,15 @@
 """The auditor's view: the real Dagster webserver (loopback) in headless Debian Chromium shows the release
 asset with its lineage table and the signer identity; the screenshot is kept in test-artifacts/."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.support.release_demo import ReleaseDemo, shared_release_demo
+from tests.support.webserver import REPO, WEBSERVER, running_webserver
 
-REPO = Path(__file__).resolve().parent.parent
-WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -34,36 +21,10 @@ def served_release(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("playwright.sync_api", reason="playwright is part of the test extra")
     demo: ReleaseDemo = shared_release_demo(tmp_path_factory)
     assert demo.returncode == 0, demo.output[-4000:]
-    port = _free_port()
-    env = {**os.environ, "CAIRN_HOME": str(demo.home), "DAGSTER_HOME": str(demo.home / "dagster"),
-           "CAIRN_RELEASE_SPEC": str(demo.spec), "DAGSTER_DISABLE_TELEMETRY": "1"}
-    log_path = tmp_path_factory.mktemp("webserver") / "webserver.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [str(WEBSERVER), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("webserver did not start:\n" + log_path.read_text()[-4000:])
-            time.sleep(0.5)
+    env = {"CAIRN_HOME": str(demo.home), "DAGSTER_HOME": str(demo.home / "dagster"),
+           "CAIRN_RELEASE_SPEC": str(demo.spec)}
+    with running_webserver(env, tmp_path_factory.mktemp("webserver") / "webserver.log") as port:
         yield port, demo
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def test_release_asset_shows_lineage_table_and_signer_in_the_ui(served_release) -> None:

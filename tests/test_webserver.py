@@ -3,22 +3,14 @@ an auditor finds the asset graph, the gate check results and a failed source's q
 
 import itertools
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from integrity.demo import stage_demo
 from pipelines.demo import dagster_home, materialize_catalog
-
-REPO = Path(__file__).resolve().parent.parent
-WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
+from tests.support.webserver import WEBSERVER, running_webserver
 
 ASSET_GRAPH = """
 query {
@@ -56,12 +48,6 @@ query ($path: [String!]!) {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
@@ -77,35 +63,11 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(f"dagster-webserver not installed at {WEBSERVER}")
     home = stage_demo(tmp_path_factory.mktemp("home"))
     materialize_catalog(home)
-    port = _free_port()
-    env = {**os.environ, "CAIRN_HOME": str(home), "DAGSTER_HOME": str(dagster_home(home)),
-           "DAGSTER_DISABLE_TELEMETRY": "1"}
-    log = (home / "webserver.log").open("wb")
-    process = subprocess.Popen(
-        [str(WEBSERVER), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    env = {"CAIRN_HOME": str(home), "DAGSTER_HOME": str(dagster_home(home))}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                pytest.fail("webserver did not start:\n" + (home / "webserver.log").read_text()[-4000:])
-            time.sleep(0.5)
-        yield port, home
+        with running_webserver(env, home / "webserver.log", start_timeout=120) as port:
+            yield port, home
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
         shutil.rmtree(home / "work" / ".reverify", ignore_errors=True)
 
 

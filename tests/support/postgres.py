@@ -7,7 +7,6 @@ directory and the socket live in one temporary folder that is removed on exit.
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port
 
 BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -40,12 +41,6 @@ def _binaries() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_postgres(database: str = "dagster") -> Iterator[Postgres]:
     binaries = _binaries()
@@ -58,7 +53,7 @@ def running_postgres(database: str = "dagster") -> Iterator[Postgres]:
     if as_root:
         shutil.chown(folder, "postgres", "postgres")
     os.chmod(folder, 0o755)
-    port = _free_port()
+    port = free_port()
 
     def run(*args: str) -> None:
         subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
