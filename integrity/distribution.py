@@ -544,13 +544,7 @@ def publish(
 
 
 def _load_json(store: ArtifactStore, key: str) -> dict[str, Any]:
-    try:
-        data = json.loads(store.backend.read_bytes(key))
-    except ValueError as exc:
-        raise ReleaseIndexError(f"not JSON: {exc}", artifact=store.backend.describe(key)) from exc
-    if not isinstance(data, dict):
-        raise ReleaseIndexError("not a JSON object", artifact=store.backend.describe(key))
-    return data
+    return store.load_json_object(key, "publication record", ReleaseIndexError)
 
 
 def list_publications(store: ArtifactStore, model: str | None = None) -> list[Publication]:

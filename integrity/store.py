@@ -46,6 +46,7 @@ from urllib.parse import unquote, urlparse
 
 from integrity.errors import (
     ArtifactReadError,
+    CairnError,
     DigestMismatchError,
     EmptyArtifactError,
     ManifestMismatchError,
@@ -1113,12 +1114,16 @@ class ArtifactStore:
         return self._load_json(key)
 
     def _load_json(self, key: str) -> dict[str, Any]:
+        return self.load_json_object(key, "record", StoreError)
+
+    def load_json_object(self, key: str, what: str, error: type[CairnError]) -> dict[str, Any]:
+        """The JSON object stored at ``key``; otherwise ``error`` naming the object and saying ``what`` it is not."""
         try:
             data = json.loads(self.backend.read_bytes(key))
         except ValueError as exc:
-            raise StoreError(f"record is not valid JSON: {exc}", artifact=self.backend.describe(key)) from exc
+            raise error(f"{what} is not valid JSON: {exc}", artifact=self.backend.describe(key)) from exc
         if not isinstance(data, dict):
-            raise StoreError("record is not a JSON object", artifact=self.backend.describe(key))
+            raise error(f"{what} is not a JSON object", artifact=self.backend.describe(key))
         return data
 
     def list_records(self, kind: str) -> list[str]:

@@ -19,6 +19,18 @@ def shared_sigstore() -> Path:
     return SHARED_SIGSTORE
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module: the suite runs two pytest workers on two cores, and torch's
+    own threads would oversubscribe them."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return TestPKI(tmp_path_factory.mktemp("pki"))

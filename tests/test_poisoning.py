@@ -8,6 +8,8 @@ from integrity.poisoning import ModelScanPolicy, ScanPolicy, scan_dataset, scan_
 from integrity.poisoning.attacks import inject, patch_trigger
 from integrity.poisoning.features import FoundationModel, load_state_dict, packaged_weights, read_safetensors
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _auroc(scores: np.ndarray, poison: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
@@ -16,15 +18,6 @@ def _auroc(scores: np.ndarray, poison: np.ndarray) -> float:
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The suite runs two pytest workers on two cores: torch's own threads would oversubscribe them."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:

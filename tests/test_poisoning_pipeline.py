@@ -18,19 +18,12 @@ from integrity.ingest import Ingestion
 from pipelines.assets.screening import build_screening_assets
 from pipelines.resources import DEMO_CATALOG, CairnResource
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SOURCES = ("digits", "digits-vendor-b", "efficientnet-lite0")
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The suite runs two pytest workers on two cores: torch's own threads would oversubscribe them."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def screened(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ingestion, dg.ExecuteInProcessResult]:
