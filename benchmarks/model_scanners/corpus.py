@@ -536,6 +536,9 @@ def build_corpus(root: Path) -> list[Sample]:
         ("model/config.json", b'{"hidden_size": 4}'),
         ("model/model.safetensors", _safetensors_bytes({"w": np.ones(4, dtype=np.float32)}))])), "benign",
         "tar.gz of a safetensors model and its config")
+    from benchmarks.model_scanners.corpus_attacks import build_attack_samples
+
+    build_attack_samples(bad, good, tmp)
     for leftover in tmp.iterdir():
         leftover.unlink()
     tmp.rmdir()

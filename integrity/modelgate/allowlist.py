@@ -1,7 +1,6 @@
 """The reviewed, versioned data that says what the gate lets through (``allowlist.json``)."""
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,6 @@ class Allowlist:
     keras_refused: frozenset[str]
     onnx_domains: frozenset[str]
     tf_refused_ops: frozenset[str]
-    gguf_template_patterns: tuple[re.Pattern[str], ...]
 
     def allows(self, module: str, name: str) -> bool:
         return (module, name) in self.callables
@@ -44,7 +42,7 @@ def parse_allowlist(data: object) -> Allowlist:
         pairs.add((module, name))
     if not pairs:
         raise AllowlistError("the pickle allowlist is empty")
-    keras, onnx, tf, gguf = data["keras"], data["onnx"], data["tensorflow"], data["gguf"]
+    keras, onnx, tf = data["keras"], data["onnx"], data["tensorflow"]
     return Allowlist(
         version=data["version"],
         callables=frozenset(pairs),
@@ -53,7 +51,6 @@ def parse_allowlist(data: object) -> Allowlist:
         keras_refused=frozenset(str(c) for c in keras["refused_class_names"]),
         onnx_domains=frozenset(str(d) for d in onnx["domains"]),
         tf_refused_ops=frozenset(str(o) for o in tf["refused_ops"]),
-        gguf_template_patterns=tuple(re.compile(p) for p in gguf["template_patterns"]),
     )
 
 

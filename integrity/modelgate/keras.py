@@ -13,7 +13,7 @@ from typing import Any
 
 from integrity.modelgate._report import Findings
 from integrity.modelgate.allowlist import Allowlist
-from integrity.modelgate.tensors import strict_json
+from integrity.modelgate.tensors import loader_json
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 CONFIG_ATTRIBUTES = ("model_config", "training_config")
@@ -65,12 +65,21 @@ def raw_markers(data: bytes, where: str, out: Findings) -> None:
 
 
 def scan_keras_json(raw: bytes, where: str, allowlist: Allowlist, out: Findings) -> None:
+    check_loader_json(raw, where, 0, "config", allowlist, out)
+
+
+def check_loader_json(raw: bytes, where: str, offset: int | None, what: str, allowlist: Allowlist,
+                      out: Findings) -> None:
+    """A Keras config as Keras reads it (``json.loads``), checked; a strict reader disagreeing is a refusal too."""
     try:
-        config = strict_json(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        out.add(where, 0, "keras.config", f"config is not strict JSON: {exc}")
+        config, disagreement = loader_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        out.add(where, offset, "keras.config", f"{what} is not JSON Keras can read: {exc}")
         return
-    check_config(config, where, None, allowlist, out)
+    if disagreement is not None:
+        out.add(where, offset, "keras.config", f"{what} reads differently to a strict and a lenient JSON reader "
+                f"({disagreement}); Keras uses the lenient one")
+    check_config(config, where, offset, allowlist, out)
 
 
 # -- HDF5 ----------------------------------------------------------------------------------------------
@@ -93,12 +102,7 @@ def scan_hdf5(data: bytes, where: str, allowlist: Allowlist, out: Findings) -> b
         if name in attributes:
             keras = True
             value, offset = attributes[name]
-            try:
-                config = strict_json(value)
-            except (ValueError, UnicodeDecodeError) as exc:
-                out.add(where, offset, "keras.config", f"attribute {name} is not strict JSON: {exc}")
-                continue
-            check_config(config, where, offset, allowlist, out)
+            check_loader_json(value, where, offset, f"attribute {name}", allowlist, out)
     return keras or "keras_version" in attributes
 
 

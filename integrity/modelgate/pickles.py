@@ -63,6 +63,11 @@ _REFUSED = {
 }
 _NUMPY_KINDS = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "S": 0, "U": 0, "V": 0, "M": 0, "m": 0}
 JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+#: Allowlisted callables that allocate memory from a shape argument at load time.
+_ALLOCATORS = {("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+#: Bytes an allowlisted constructor may allocate from a shape in the pickle (NumPy itself writes (0,)).
+MAX_PICKLE_ALLOCATION = 1 << 26
 TORCH_STORAGE_SIZES = {"FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2,
                        "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
                        "BoolStorage": 1}
@@ -341,7 +346,34 @@ class PickleWalker:
             self._check_tensor(args, pos)
         if opcode != "REDUCE" and func.value == JOBLIB_WRAPPER and args.items:
             self.flag(pos, "pickle.call-arguments", "NumpyArrayWrapper is created with arguments")
+        if func.value in _ALLOCATORS:
+            self._check_allocation(func.value, args, pos)
+        if func.value == ("_codecs", "encode"):
+            encoding = args.items[1].literal() if len(args.items) == 2 and isinstance(args.items[1], Val) else None
+            if not isinstance(encoding, str) or encoding.lower().replace("-", "").replace("_", "") not in (
+                    "latin1", "iso88591"):
+                self.flag(pos, "pickle.call-arguments",
+                          f"_codecs.encode with encoding {encoding!r}: NumPy pickles only use latin1")
         return Val("obj", func.value, items=list(args.items))
+
+    def _check_allocation(self, func: tuple[str, str], args: Val, pos: int) -> None:
+        """An allowlisted constructor that allocates must ask for a size the file can account for (no loader DoS)."""
+        items = args.items
+        shape_v = items[1] if func[1] == "_reconstruct" and len(items) >= 2 else items[0] if items else None
+        shape = shape_v.literal() if isinstance(shape_v, Val) else None
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = (shape,)
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                   for d in shape):
+            self.flag(pos, "pickle.allocation", f"{'.'.join(func)} with a shape that is not literal integers")
+            return
+        count = 1
+        for dim in shape:
+            count *= dim
+        if count * 16 > MAX_PICKLE_ALLOCATION:
+            self.flag(pos, "pickle.allocation",
+                      f"{'.'.join(func)} allocates {count} elements (up to {count * 16} bytes) at load time; "
+                      f"the limit is {MAX_PICKLE_ALLOCATION} (array data belongs in the file, not in a shape)")
 
     def _check_tensor(self, args: Val, pos: int) -> None:
         items = args.items

@@ -17,7 +17,9 @@ from integrity.modelgate import archives, graphs, keras, tensors
 from integrity.modelgate._report import Findings, ScanReport
 from integrity.modelgate.allowlist import Allowlist, load_allowlist
 from integrity.modelgate.archives import Limits, ZipMember
-from integrity.modelgate.pickles import TORCH_STORAGE_SIZES, PickleWalker, shadow_imports
+from integrity.modelgate.oracle import unpickler_verdict
+from integrity.modelgate.pickles import TORCH_STORAGE_SIZES, PickleWalker
+from integrity.modelgate.textformats import check_text
 
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -122,7 +124,7 @@ class _Scan:
         self.allowlist, self.limits, self.scratch = allowlist, limits, scratch
         self.findings = Findings()
         self.formats: dict[str, str] = {}
-        self.budget = [limits.max_total]
+        self.budget = [limits.max_total]  # narrowed by scan_path to the input's size times the ratio
         self.files = 0
         self._ids = itertools.count()
 
@@ -187,6 +189,9 @@ class _Scan:
                  claimed: set[Path] | None) -> str:
         size = path.stat().st_size
         out = self.findings
+        if size == 0:
+            out.add(where, 0, "format.empty", "empty file: the gate cannot identify it (no model format is empty)")
+            return "empty"
         kind = self._polyglot(path, where, kind, size)
         if kind == "zip":
             return self._zip(path, where, size, depth)
@@ -235,10 +240,7 @@ class _Scan:
             graphs.scan_saved_model(path.read_bytes(), where, self.allowlist, out)
         elif kind == "keras-metadata":
             for offset, text in graphs.keras_metadata_configs(path.read_bytes()):
-                try:
-                    keras.check_config(tensors.strict_json(text.encode()), where, offset, self.allowlist, out)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    out.add(where, offset, "keras.config", f"metadata is not strict JSON: {exc}")
+                keras.check_loader_json(text.encode(), where, offset, "metadata", self.allowlist, out)
         elif kind == "tf-fingerprint":
             pass
         elif kind == "text":
@@ -252,13 +254,13 @@ class _Scan:
         """A file must be one thing: no pickle, zip, tar or HDF5 reading of it may find something else."""
         out = self.findings
         with open(path, "rb") as handle:
-            pickled = kind in ("pickle", "pytorch-legacy")
-            imports = [] if pickled else shadow_imports(handle, 0, size, self.allowlist)
-            if imports and kind in ("text", "unknown"):
-                return "pickle"  # a protocol-0/1 pickle: walk it strictly for the reasons
-            for offset, module, name in imports:
-                out.add(where, offset, "format.polyglot",
-                        f"the {kind} file also reads as a pickle that imports {module}.{name}", f"{module}.{name}")
+            if kind not in ("pickle", "pytorch-legacy"):
+                verdict = unpickler_verdict(handle, window=None if kind in ("text", "unknown") else 4 << 20)
+                if verdict.pickle and kind in ("text", "unknown"):
+                    return "pickle"  # a protocol-0/1 pickle, printable or not: walk it strictly for the reasons
+                if verdict.imports:
+                    out.add(where, 0, "format.polyglot", f"the {kind} file is also a pickle: {verdict.why}",
+                            verdict.callable)
             if kind != "zip" and _has_zip_directory(handle, size):
                 out.add(where, None, "format.polyglot", f"the {kind} file also ends with a zip central directory")
             if kind != "hdf5":
@@ -276,24 +278,11 @@ class _Scan:
         return kind
 
     def _text(self, path: Path, where: str, size: int) -> str:
-        out = self.findings
         name = path.name.lower()
         if name.endswith(CODE_SUFFIXES) or name == "saved_model.pbtxt":
-            out.add(where, None, "format.code", f"{path.name} is program code or a text graph, not weights")
+            self.findings.add(where, None, "format.code", f"{path.name} is program code or a text graph, not weights")
             return "code"
-        data = path.read_bytes() if size <= 64 << 20 else b""
-        if not data.lstrip().startswith((b"{", b"[")):
-            return "text"
-        try:
-            document = tensors.strict_json(data)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return "text"
-        if isinstance(document, dict) and "auto_map" in document:
-            out.add(where, None, "hf.remote-code", "config maps classes to code in the repository (auto_map)")
-        if isinstance(document, dict) and "class_name" in document and "config" in document:
-            keras.check_config(document, where, None, self.allowlist, out)
-            return "keras-config"
-        return "json"
+        return check_text(path, where, self.allowlist, self.findings)
 
     # -- pickle containers --------------------------------------------------------------------------------
 
@@ -453,7 +442,15 @@ def _walk(root: Path) -> Iterator[tuple[Path, str]]:
             yield path, path.relative_to(root).as_posix()
 
 
-def scan_path(path: str | Path, *, limits: Limits | None = None, skip: tuple[str, ...] = ("model.sig",)) -> ScanReport:
+def _input_bytes(root: Path) -> int:
+    if root.is_symlink():
+        return 0
+    if root.is_file():
+        return root.stat().st_size
+    return sum(path.lstat().st_size for path, _ in _walk(root) if path.is_file() and not path.is_symlink())
+
+
+def scan_path(path: str | Path, *, limits: Limits | None = None) -> ScanReport:
     """Scan a model file or folder. Unsafe, unknown or malformed content is a finding; a missing path an error."""
     root = Path(path)
     if not root.exists() and not root.is_symlink():
@@ -462,14 +459,15 @@ def scan_path(path: str | Path, *, limits: Limits | None = None, skip: tuple[str
     limits = limits or Limits()
     with tempfile.TemporaryDirectory(prefix="cairn-gate-") as scratch:
         scan = _Scan(allowlist, limits, Path(scratch))
+        # Scratch space is bounded by what came in: an absolute cap and a ratio over the input's bytes,
+        # so many small, highly compressed members cannot add up to a disk-filling unpack.
+        scan.budget[0] = min(limits.max_total, limits.ratio_floor + limits.max_ratio * _input_bytes(root))
         if root.is_symlink() or not (root.is_file() or root.is_dir()):
             scan.findings.add(root.name, None, "path.special", "symbolic link or special file")
         elif root.is_file():
             scan.file(root, root.name, 0, folder=root.parent, root=root.parent)
         else:
-            scan.tree(root, "", 0)
-            for name in skip:
-                scan.formats.pop(name, None)
-    findings = tuple(f for f in scan.findings if f.path not in skip)
+            scan.tree(root, "", 0)  # every file counts, model.sig too: it must be the JSON bundle it claims to be
+    findings = tuple(scan.findings)
     files = sum(1 for key in scan.formats if "!" not in key)
     return ScanReport(str(root), not findings, scan.formats, findings, files, allowlist.version)

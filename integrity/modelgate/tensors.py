@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from integrity.modelgate._report import Findings
 from integrity.modelgate.allowlist import Allowlist
+from integrity.modelgate.templates import check_chat_template
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Bits per element of every safetensors dtype.
@@ -44,6 +45,22 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def strict_json(raw: bytes) -> Any:
     """JSON as a strict reader sees it: UTF-8, no NaN/Infinity, no duplicate keys (ambiguous to loaders)."""
     return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+
+
+def loader_json(raw: bytes) -> tuple[Any, str | None]:
+    """(what ``json.loads`` reads, why a strict reader disagrees or None); raises if the loader cannot read it.
+
+    Loaders (Keras, transformers) read configs with ``json.loads``: NaN is accepted and the last of
+    duplicated keys wins. The gate applies its rules to that reading and refuses any disagreement.
+    """
+    lenient = json.loads(raw.decode("utf-8"))
+    try:
+        strict = strict_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return lenient, str(exc)
+    if json.dumps(strict, sort_keys=True) != json.dumps(lenient, sort_keys=True):
+        return lenient, "the strict and the lenient reading differ"
+    return lenient, None
 
 
 def scan_safetensors(path: Path, where: str, out: Findings) -> None:
@@ -195,13 +212,13 @@ def scan_gguf(handle: BinaryIO, size: int, where: str, allowlist: Allowlist, out
                     out.add(where, at, "gguf.alignment", f"general.alignment {value!r} is not a power of two")
                     return
                 alignment = value
-            if key.startswith("tokenizer.chat_template") and isinstance(value, str):
-                for pattern in allowlist.gguf_template_patterns:
-                    match = pattern.search(value)
-                    if match:
-                        out.add(where, at, "gguf.chat-template",
-                                f"chat template {key!r} uses {match.group(0)!r}, which escapes the Jinja sandbox")
-                        break
+            if key.startswith("tokenizer.chat_template"):
+                if not isinstance(value, str):
+                    out.add(where, at, "gguf.chat-template", f"chat template {key!r} is not a string")
+                    continue
+                verdict = check_chat_template(value)
+                if not verdict.safe:
+                    out.add(where, at, "gguf.chat-template", f"chat template {key!r} refused: {verdict.reason}")
         infos = []
         names: set[str] = set()
         for _ in range(tensors):
@@ -238,6 +255,13 @@ def scan_gguf(handle: BinaryIO, size: int, where: str, allowlist: Allowlist, out
             out.add(where, at, "gguf.offsets", f"tensor {name!r} is misaligned or overlaps the previous tensor")
         position = max(position, offset + nbytes)
     padded = -(-position // alignment) * alignment
+    if tensors == 0:
+        # No tensor data section: writers end the file after the metadata, with or without padding.
+        handle.seek(reader.pos)
+        if size > data_start or handle.read(size - reader.pos).strip(b"\x00"):
+            out.add(where, reader.pos, "gguf.trailing-data", f"{size - reader.pos} bytes after the metadata of a "
+                    "GGUF file without tensors")
+        return
     if data_start + position > size:
         out.add(where, data_start + position, "gguf.truncated", "tensor data runs past the end of the file")
     elif size not in (data_start + position, data_start + padded) and not (tensors == 0 and size <= data_start):
