@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from integrity import safeio
 from integrity.bundle import INDEX, BundleAudit, Finding, audit_bundle
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, UsageError
 from integrity.policy import AnyOf, PublicKey, SourcePolicy, TrustPolicy, load_policy
@@ -68,7 +69,7 @@ def _release_policy(policy: str | Path | None, home: Path) -> TrustPolicy:
 def _peek_model(release: Path, known: list[str] | None = None) -> str:
     """The model a release claims to be (its index says, else its folder name): verified afterwards."""
     try:
-        data = json.loads((release / INDEX).read_text(encoding="utf-8"))
+        data = safeio.loads((release / INDEX).read_text(encoding="utf-8"))
         return str(data["model"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -118,7 +119,7 @@ def audit_release(
     audit = audit_bundle(path, trust, model or None, revocations=revocations, trusted_root=trusted_root)
     lineage = None
     try:
-        loaded = json.loads((path / "lineage.json").read_text(encoding="utf-8"))
+        loaded = safeio.loads((path / "lineage.json").read_text(encoding="utf-8"))
         lineage = loaded if isinstance(loaded, dict) else None
     except (OSError, ValueError):
         lineage = None
@@ -188,7 +189,7 @@ def render_html(report: AuditReport) -> str:
     documents = ""
     for name in ("provenance.intoto.json", "bom.cdx.json"):
         try:
-            text = json.dumps(json.loads((report.path / name).read_text(encoding="utf-8")), indent=2)
+            text = json.dumps(safeio.loads((report.path / name).read_text(encoding="utf-8")), indent=2)
         except (OSError, ValueError):
             text = "(unreadable)"
         ok = not any(f.file in (name, f"{name}.sig") for f in report.audit.failures)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from integrity import safeio
 from integrity.errors import (
     ArtifactReadError,
     CairnError,
@@ -114,7 +115,7 @@ def next_sequence(releases_dir: str | Path, model: str) -> int:
     if folder.is_dir():
         for index in folder.glob(f"*/{INDEX}"):
             try:
-                data = json.loads(index.read_text(encoding="utf-8"))
+                data = safeio.loads(index.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
             if isinstance(data, dict) and data.get("model") == model and isinstance(data.get("sequence"), int):
@@ -370,7 +371,7 @@ def _strict_signature_shape(path: Path) -> str:
     """
     raw = path.read_bytes() if path.is_file() else b""
     try:
-        data = json.loads(raw)
+        data = safeio.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReleaseFileError(f"not a signature bundle (invalid JSON: {exc})", artifact=path) from exc
     if not isinstance(data, dict):
@@ -404,7 +405,7 @@ def _strict_signature_shape(path: Path) -> str:
 
 def _parse_index(path: Path, model_name: str | None) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = safeio.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReleaseIndexError(f"unreadable release index: {exc}", artifact=path) from exc
     if not isinstance(data, dict):
@@ -475,7 +476,7 @@ def _cross_references(root: Path, index: Mapping[str, Any]) -> str:
     """The provenance names the released files and every input the index lists."""
     path = root / "provenance.intoto.json"
     try:
-        statement = json.loads(path.read_text(encoding="utf-8"))
+        statement = safeio.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ReleaseFileError(f"unreadable provenance: {exc}", artifact=path) from exc
     subject = _subject_digests(statement.get("subject") if isinstance(statement, dict) else None)
@@ -538,7 +539,7 @@ def _inspect(
     name = model_name
     if name is None:  # audit without a model name: take it from the index, then verify the index for it
         try:
-            peek = json.loads(index_path.read_text(encoding="utf-8"))
+            peek = safeio.loads(index_path.read_text(encoding="utf-8"))
             name = str(peek.get("model")) if isinstance(peek, dict) else None
         except (OSError, ValueError):
             name = None

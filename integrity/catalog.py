@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import yaml
-
 from integrity.errors import UsageError
+from integrity.safeio import MAX_CONFIG_BYTES, parse_yaml, read_regular_file
 
 CATALOG_VERSIONS = (1,)
 Kind = Literal["dataset", "model"]
@@ -253,10 +252,7 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
     and kept in ``invalid`` with its error, so the pipeline can quarantine it visibly while the
     rest of the catalog is ingested. Problems with the catalog as a whole always raise.
     """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise _fail(path, f"not valid YAML: {exc}") from exc
+    data = parse_yaml(text, artifact=path, error=CatalogError)
     if not isinstance(data, Mapping):
         raise _fail(path, "a catalog is a mapping with 'version', 'policy' and 'sources'")
     unknown = sorted(set(data) - _TOP_FIELDS)
@@ -310,10 +306,7 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
 
 def load_catalog(path: str | Path, *, root: Path | None = None, strict: bool = True) -> Catalog:
     source = Path(path)
-    try:
-        text = source.read_bytes()
-    except OSError as exc:
-        raise CatalogError(f"cannot read the catalog: {exc.strerror or exc}", artifact=source) from exc
+    text = read_regular_file(source, what="catalog", max_bytes=MAX_CONFIG_BYTES, error=CatalogError)
     return parse_catalog(text, path=source.resolve(), root=root, strict=strict)
 
 

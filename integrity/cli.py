@@ -6,11 +6,13 @@ input error. Every failure prints the artifact, the reason and what to do.
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from integrity import safeio
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 
 
@@ -266,7 +268,15 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from integrity.ledger import Ledger
     from integrity.store import open_store
 
-    ledger = Ledger(open_store(args.store), public_key=Path(args.public_key))
+    store = open_store(args.store)
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        raise UsageError("no store at this path (nothing to verify)", artifact=root,
+                         advice="Pass --store with the store the ledger is in (a path or s3:// URL).")
+    public = safeio.read_regular_file(args.public_key, what="ledger public key", max_bytes=1 << 16,
+                                      error=UsageError)
+    del public  # read once here so a FIFO or a folder is refused before anything else
+    ledger = Ledger(store, public_key=Path(args.public_key))
     if getattr(args, "records", False):
         from integrity.transparency import verify_ledger
 
@@ -276,13 +286,48 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         _emit(args, proof, f"entry {args.index} is included in the signed tree of size {proof['size']} "
                            f"(root {proof['root']})")
         return EXIT_OK
-    report = ledger.verify()
+    from integrity.catalog import cairn_home
+    from integrity.ledger import Checkpoint, default_checkpoint
+
+    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(ledger.store.url, cairn_home())
+    seen = checkpoint.load()
+    report = ledger.verify(seen)
     head = report.latest_head
+    if head is not None and not args.no_checkpoint_update:
+        checkpoint.save(head)
+    if seen is None:
+        limits = ("first verification against this ledger (no checkpoint): entries removed together with their "
+                  "heads before now cannot be ruled out")
+    else:
+        limits = (f"extends the checkpoint of size {seen.size}; entries removed after size {report.size} "
+                  "would only show against a newer checkpoint or a witness")
     data = {"size": report.size, "root": report.root, "heads_checked": report.heads_checked,
-            "latest_head": head.as_dict() if head else None}
+            "latest_head": head.as_dict() if head else None, "checkpoint": str(checkpoint.path),
+            "checkpoint_size": seen.size if seen else None, "cannot_rule_out": limits}
     _emit(args, data, f"ledger OK: {report.size} entries, root {report.root}, "
-                      f"{report.heads_checked} signed tree heads consistent")
+                      f"{report.heads_checked} signed tree heads consistent\nCANNOT RULE OUT: {limits}\n"
+                      f"checkpoint: {checkpoint.path}")
     return EXIT_OK
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    """Re-hash every object of the store; set aside (under corrupt/) what does not match its address."""
+    from integrity.store import open_store
+    from integrity.store_check import verify_store
+
+    store = open_store(args.store)
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        raise UsageError("no store at this path", artifact=root)
+    report = verify_store(store, quarantine=not args.no_quarantine)
+    lines = [f"store {'OK' if report.ok else 'CORRUPT'}: {report.checked} objects, {report.bytes} bytes re-hashed"]
+    for item in report.problems:
+        where = f" -> set aside at {item['moved_to']}" if "moved_to" in item else ""
+        lines.append(f"  {item['object']}: {item['reason']}{where}")
+    if not report.ok:
+        lines.append("re-ingest or re-publish the affected sources: the next write of the same bytes heals the address")
+    _emit(args, report.as_dict(), "\n".join(lines))
+    return EXIT_OK if report.ok else EXIT_REJECTED
 
 
 def cmd_catalog_check(args: argparse.Namespace) -> int:
@@ -476,6 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
     p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
 
+    p = add("store", lambda a: EXIT_USAGE, "check the artifact store")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    c = store_sub.add_parser("verify", help="re-hash every object; report and set aside what fails")
+    c.set_defaults(handler=cmd_store_verify)
+    c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+    c.add_argument("--no-quarantine", action="store_true", help="report only; leave corrupted objects in place")
+    c.add_argument("--json", action="store_true")
+
     p = add("ledger", lambda a: EXIT_USAGE, "check the tamper-evident transparency ledger")
     led_sub = p.add_subparsers(dest="ledger_command", required=True)
     for name, help_text in (("verify", "check every entry and signed tree head"),
@@ -489,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("index", type=int)
         else:
             c.add_argument("--records", action="store_true", help="also check that logged records are unchanged")
+            c.add_argument("--checkpoint", default=os.environ.get("CAIRN_LEDGER_CHECKPOINT"),
+                           help="the newest signed head this client saw (default $CAIRN_LEDGER_CHECKPOINT or "
+                                "HOME/ledger-checkpoints/<store>.json); a shorter or rewritten ledger is refused")
+            c.add_argument("--no-checkpoint-update", action="store_true",
+                           help="check against the checkpoint but do not move it forward")
 
     from integrity.distribution_cli import add_distribution_commands
 
@@ -560,6 +618,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error.diagnostics(), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
+        return EXIT_USAGE
+    except OSError as error:  # a file or connection problem the command did not name: an input error, said plainly
+        where = getattr(error, "filename", None)
+        reason = error.strerror or str(error)
+        if getattr(args, "json", False):
+            print(json.dumps({"result": "error", "error": type(error).__name__, "kind": "unreadable",
+                              "artifact": where, "reason": reason}, indent=2))
+        print(f"ArtifactReadError: {where + ': ' if where else ''}{reason}\n"
+              "What to do: Check that the path exists, is a regular file or folder, and is readable.", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # fail closed: an unexpected error never reads as success
         print(f"cairn: unexpected error ({type(error).__name__}): {error}", file=sys.stderr)

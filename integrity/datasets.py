@@ -20,7 +20,6 @@ input that cannot be parsed at all raises :class:`ArtifactReadError`.
 """
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from integrity import safeio
 from integrity.errors import ArtifactReadError, UsageError
 
 FORMATS = ("csv", "npy", "dicom")
@@ -115,7 +115,7 @@ def load_suite(path: Path) -> ExpectationSuiteSpec:
     """Read and strictly validate a suite file (unknown keys are errors, never ignored)."""
     try:
         raw = Path(path).read_bytes()
-        data = json.loads(raw)
+        data = safeio.loads(raw)
     except (OSError, ValueError) as exc:
         raise UsageError(f"unreadable expectation suite: {exc}", artifact=path) from exc
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from integrity import safeio
 from integrity.bundle import ReleaseIndexError, verify_bundle
 from integrity.errors import (
     ArtifactReadError,
@@ -186,7 +187,7 @@ class ReleaseIndex:
     @classmethod
     def parse(cls, raw: bytes, *, where: str = INDEX_NAME) -> "ReleaseIndex":
         try:
-            data = json.loads(raw)
+            data = safeio.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ReleaseIndexError(f"release index is not JSON: {exc}", artifact=where) from exc
         if not isinstance(data, dict):
@@ -641,7 +642,7 @@ class StoreSource:
 class TicketSource:
     """Pull through a pull ticket: presigned HTTPS URLs, no bucket credentials."""
 
-    def __init__(self, ticket: Mapping[str, Any], *, where: str = "pull ticket", timeout: float = 60.0) -> None:
+    def __init__(self, ticket: Mapping[str, Any], *, where: str = "pull ticket", timeout: float = 20.0) -> None:
         if ticket.get("schema") != TICKET_SCHEMA:
             raise UsageError(f"not a Cairn pull ticket (schema {ticket.get('schema')!r})", artifact=where)
         self.ticket = ticket
@@ -657,11 +658,10 @@ class TicketSource:
 
     @classmethod
     def load(cls, path: str | Path) -> "TicketSource":
+        raw = safeio.read_regular_file(path, what="pull ticket", max_bytes=16 << 20, error=ArtifactReadError)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ArtifactReadError(f"cannot read pull ticket: {exc.strerror or exc}", artifact=path) from exc
-        except ValueError as exc:
+            data = safeio.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"pull ticket is not JSON: {exc}", artifact=path) from exc
         if not isinstance(data, dict):
             raise UsageError("pull ticket is not a JSON object", artifact=path)
@@ -699,6 +699,9 @@ class TicketSource:
                                  "revoked ticket?)", artifact=self.where,
                                  advice="Ask the release manager for a new pull ticket.") from exc
             raise StoreError(f"download of sha256:{digest} failed: HTTP {exc.code}", artifact=self.where) from exc
+        except TimeoutError as exc:
+            raise PullTimeoutError(f"download of sha256:{digest} timed out: the server sent nothing for "
+                                   f"{self.timeout:g} s", artifact=self.where) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise StoreError(f"download of sha256:{digest} failed: {exc}", artifact=self.where) from exc
 
@@ -770,7 +773,7 @@ def presign(
     records = []
     for revocation in revocations.revocations:
         records.append({"key": revocation.record_key,
-                        "bundle": json.loads(store.backend.read_bytes(revocation.record_key))})
+                        "bundle": safeio.loads(store.backend.read_bytes(revocation.record_key))})
     return {
         "schema": TICKET_SCHEMA,
         "model": publication.model,
@@ -811,11 +814,11 @@ class PullState:
         self.path = Path(path)
 
     def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not self.path.exists() and not self.path.is_symlink():
             return {"schema": PULL_STATE_SCHEMA, "models": {}, "versions": {}}
-        except (OSError, ValueError) as exc:
+        try:
+            data = safeio.loads(safeio.read_regular_file(self.path, what="pull state", max_bytes=64 << 20))
+        except (CairnError, ValueError, UnicodeDecodeError) as exc:
             raise UsageError(f"unreadable pull state: {exc}", artifact=self.path,
                              advice="Restore the file from backup; deleting it turns off rollback protection.") from exc
         if not isinstance(data, dict) or data.get("schema") != PULL_STATE_SCHEMA:
@@ -887,6 +890,16 @@ class PullResult:
                 "source": self.source, "seconds": round(self.seconds, 3), "ledger_checked": self.ledger_checked}
 
 
+def _check_request(index: ReleaseIndex, model: str, version: str | None) -> None:
+    """The signed index must be the release that was asked for, whatever the store's records say."""
+    asked = f"{model}@{version or 'latest'}"
+    if index.model != model or (version is not None and index.version != version):
+        raise RollbackError(
+            f"asked for {asked}, but the signed index the store serves is {index.reference} (sequence "
+            f"{index.sequence}): a publication record was copied over another version's", artifact=asked,
+            advice="Do not install it. Report the store as tampered with; the release manager must republish.")
+
+
 def _check_publication(index: ReleaseIndex, publication: Publication) -> None:
     if (index.model, index.version) != (publication.model, publication.version):
         raise RollbackError(
@@ -954,6 +967,31 @@ def _progress_bar(total: int, label: str, enabled: bool | None) -> Any:
                 disable=(not enabled) if enabled is not None else None, leave=False, mininterval=0.5)
 
 
+class PullTimeoutError(StoreError):
+    """The pull did not finish within its deadline; nothing was placed at the destination."""
+
+    kind = "timeout"
+    advice = "Check the store's endpoint and the network; raise --timeout (or $CAIRN_PULL_TIMEOUT) for a slow link."
+
+
+#: Seconds a whole pull may take by default ($CAIRN_PULL_TIMEOUT or ``--timeout`` override).
+DEFAULT_PULL_TIMEOUT = 1800.0
+
+
+class Deadline:
+    """An overall time limit checked between and during downloads (each request also has its own timeout)."""
+
+    def __init__(self, seconds: float | None, what: str) -> None:
+        if seconds is not None and not seconds > 0:
+            raise UsageError(f"a timeout must be a positive number of seconds, not {seconds!r}")
+        self.seconds, self.what = seconds, what
+        self.at = time.monotonic() + seconds if seconds is not None else None
+
+    def check(self) -> None:
+        if self.at is not None and time.monotonic() > self.at:
+            raise PullTimeoutError(f"{self.what} did not finish within {self.seconds:g} s", artifact=self.what)
+
+
 def pull(
     source: ReleaseSource,
     model: str,
@@ -965,6 +1003,7 @@ def pull(
     ledger: Any = None,
     progress: bool | None = None,
     workers: int = 4,
+    timeout: float | None = DEFAULT_PULL_TIMEOUT,
 ) -> PullResult:
     """Download, verify and only then place a release at ``dest``; ``dest`` is untouched on failure.
 
@@ -984,6 +1023,7 @@ def pull(
     except OSError as exc:
         raise UsageError(f"cannot create the destination's parent: {exc.strerror or exc}", artifact=target) from exc
     _clean_stale_staging(target)
+    deadline = Deadline(timeout, f"pull of {model}@{version or 'latest'} from {source.describe()}")
     authority = release_policy.source(model).signers
     publication = source.publication(model, version)
     staging = target.parent / f".{target.name}{_STAGING_SUFFIX}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -993,6 +1033,7 @@ def pull(
         _fetch_small(source, publication.signature_sha256, publication.signature_size,
                      staging / INDEX_SIGNATURE_NAME)
         index, evidence = verify_index_signature(staging, release_policy, model)
+        _check_request(index, model, version)
         _check_publication(index, publication)
         if state is not None:
             state.check(index, latest=version is None)
@@ -1004,7 +1045,9 @@ def pull(
             ledger_checked = True
         revocations = source.revocations(authority)
         check_revocations(revocations, index, evidence)
-        _download_files(source, index, staging, progress, workers)
+        deadline.check()
+        _download_files(source, index, staging, progress, workers, deadline)
+        deadline.check()
         try:
             verify_release_dir(staging, release_policy, model, revocations=revocations)
         except CairnError as error:
@@ -1033,13 +1076,19 @@ def pull(
 
 
 def _download_files(source: ReleaseSource, index: ReleaseIndex, staging: Path, progress: bool | None,
-                    workers: int) -> None:
+                    workers: int, deadline: Deadline | None = None) -> None:
     bar = _progress_bar(index.total_bytes, index.reference, progress)
+    deadline = deadline or Deadline(None, index.reference)
+
+    def advance(count: int) -> None:
+        deadline.check()
+        bar.update(count)
 
     def one(entry: FileEntry) -> None:
+        deadline.check()
         path = staging.joinpath(*entry.path.split("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
-        source.fetch(entry.sha256, entry.size, path, bar.update)
+        source.fetch(entry.sha256, entry.size, path, advance)
         size = path.stat().st_size
         if size != entry.size:
             raise DigestMismatchError(f"{entry.path}: the store sent {size} bytes, the signed index says "
@@ -1090,7 +1139,7 @@ def _published_index(store: ArtifactStore, publication: Publication, policy: Tru
 def _record_signers(store: ArtifactStore, key: str) -> tuple[set[str], set[str]]:
     """Signer subjects and policy digests named by an input's verification record (empty if unreadable)."""
     try:
-        record = json.loads(store.backend.read_bytes(key))
+        record = safeio.loads(store.backend.read_bytes(key))
     except (CairnError, ValueError):
         return set(), set()
     predicate = record.get("predicate") if isinstance(record, dict) else None

@@ -83,6 +83,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError("a timeout must be positive")
+    return value
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from integrity.distribution import PullState, StoreSource, TicketSource, parse_reference, pull
 
@@ -102,7 +112,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     policy = release_policy(args, model)
     state = PullState(args.state or os.environ.get("CAIRN_PULL_STATE") or _home(args) / "pull-state.json")
     result = pull(source, model, version, args.dest, policy, state=state, ledger=_ledger_for_pull(args, store),
-                  progress=False if args.no_progress else None, workers=args.workers)
+                  progress=False if args.no_progress else None, workers=args.workers, timeout=args.timeout)
     _emit(args, result.as_dict(),
           f"pulled {result.reference} (sequence {result.sequence}, {result.files} files, {result.bytes} bytes) "
           f"into {result.dest}\nverified: signed by {result.signer}; every digest matches the signed index"
@@ -178,6 +188,9 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--connections", type=int, default=1,
                    help="ranged GETs per large S3 object (default 1: one GET; try 8 on AWS S3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--timeout", type=_seconds, default=_seconds(os.environ.get("CAIRN_PULL_TIMEOUT") or "1800"),
+                   help="seconds the whole pull may take (default $CAIRN_PULL_TIMEOUT or 1800); each request also "
+                        "times out after $CAIRN_S3_TIMEOUT (20) seconds")
 
     p = add("presign", cmd_presign, "write a pull ticket: presigned URLs for someone without bucket credentials")
     p.add_argument("release", help="MODEL or MODEL@VERSION")

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from integrity import __version__
+from integrity import __version__, safeio
 from integrity.errors import ArtifactReadError, UsageError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE
 from integrity.release_spec import GatePolicy
@@ -90,7 +90,7 @@ class Trigger:
                 "pattern": self.pattern.tolist(), "mask": self.mask.tolist()}
 
 
-def scan_triggers(run: "TrainingRun", store: "ArtifactStore") -> list[Trigger]:
+def scan_triggers(run: "TrainingRun", store: "ArtifactStore", home: "Path | None" = None) -> list[Trigger]:
     """The triggers the foundation-model scans reversed for this run's inputs (from their records).
 
     A scan record that is referenced but unreadable, or whose trigger is malformed, is an error:
@@ -98,11 +98,14 @@ def scan_triggers(run: "TrainingRun", store: "ArtifactStore") -> list[Trigger]:
     """
     from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
     from integrity.training import referenced_record
+    from integrity.transparency import LoggedRecords
 
+    logged = LoggedRecords.for_store(store, home) if any(
+        a.ref.stage == "backdoor_scanned" and a.records.get("scans") for a in run.inputs) else None
     triggers = []
     for attested in run.inputs:
         for key in attested.records.get("scans", ()) if attested.ref.stage == "backdoor_scanned" else ():
-            record = referenced_record(store, key, "model scan", attested.name)
+            record = referenced_record(store, key, "model scan", attested.name, logged)
             if record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE:
                 continue
             found = (record.get("predicate") or {}).get("trigger")
@@ -122,7 +125,7 @@ def load_triggers(paths: Sequence[str | Path], *, base: Path | None = None) -> l
         if not path.is_absolute() and base is not None:
             path = base / path
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = safeio.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ArtifactReadError(f"unreadable trigger file: {exc}", artifact=path) from exc
         for entry in data if isinstance(data, list) else [data]:
@@ -280,7 +283,7 @@ def evaluate(
     say = log or (lambda message: None)
     clock = time.monotonic()
     files = read_model(run)  # re-hashed against the training record
-    config = json.loads(files[MODEL_CONFIG])
+    config = safeio.loads(files[MODEL_CONFIG])
     predicate = run.predicate
     hyper = predicate["hyperparameters"]
     datasets = [i for i in run.inputs if i.ref.role == "training-data"]
@@ -360,7 +363,7 @@ def evaluate(
 def load_gate_result(path: str | Path) -> GateResult:
     """A gate result from the ``evaluation.json`` an evaluation wrote."""
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = safeio.loads(Path(path).read_text(encoding="utf-8"))
         p = record["predicate"]
         return GateResult(bool(p["passed"]), tuple(p["reasons"]), float(p["cleanAccuracy"]), int(p["holdout"]),
                           dict(p["attackSuccess"]), dict(p["fgsmAccuracy"]), dict(p["pgdAccuracy"]), dict(p["policy"]),

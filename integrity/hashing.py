@@ -19,7 +19,7 @@ import hashlib
 import os
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -314,6 +314,14 @@ def sha256_range(
                 raise ArtifactReadError("file grew while it was hashed (more bytes than were listed)", artifact=path)
     except OSError as exc:
         raise ArtifactReadError(f"cannot read: {exc.strerror or exc}", artifact=path) from exc
+    return hasher.hexdigest()
+
+
+def manifest_root(digests: Mapping[str, str]) -> str:
+    """model-signing's manifest root over per-file SHA-256 digests (ordered by path components)."""
+    hasher = hashlib.sha256()
+    for name in sorted(digests, key=lambda n: tuple(n.split("/"))):
+        hasher.update(bytes.fromhex(digests[name]))
     return hasher.hexdigest()
 
 

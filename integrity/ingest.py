@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from integrity import __version__
+from integrity import __version__, safeio
 from integrity.attest import attest
 from integrity.catalog import Catalog, Source
-from integrity.errors import ArtifactReadError, CairnError, UsageError
-from integrity.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, sha256_file
+from integrity.errors import ArtifactReadError, CairnError, StoreError, UsageError
+from integrity.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.policy import TrustPolicy, load_policy
 from integrity.signing import atomic_write
 from integrity.store import ArtifactStore, open_store, s3_client
@@ -148,7 +148,7 @@ class Ingestion:
     def state(self, source: Source) -> dict[str, StepOutcome]:
         path = self.work_dir(source) / "state.json"
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = safeio.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -338,9 +338,20 @@ class Ingestion:
         # (manifest root for a directory, SHA-256 for a file); ``usable_store`` is their store address.
         converted = self.converted_dir(source) / artifact.name
         usable_store, usable_digest = stored_digest, result.digest
-        if source.kind == "model" and state["validate"].details.get("conversions"):
-            usable_store = self.store.put_trusted(converted).digest
-            usable_digest = hash_artifact(converted).root_digest if converted.is_dir() else sha256_file(converted)
+        conversions = state["validate"].details.get("conversions") or []
+        if source.kind == "model" and conversions:
+            # Pin the work area's conversion to what validation produced and recorded: weights swapped in
+            # ``converted/`` between the two steps are refused, never attested.
+            pinned_digest, pinned_files = _conversion_pins(result.result, conversions, artifact.is_dir())
+            try:
+                stored = self.store.promote(converted, pinned_digest, expected_files=pinned_files)
+            except CairnError as error:
+                outcome = StepOutcome(source.name, "attest", False,
+                                      f"the converted weights are not the ones validation produced: {error.reason}",
+                                      previous.fetch_id, digest=result.digest, record_key=result.record_key)
+                return self._save(source, outcome)
+            usable_store = stored.digest
+            usable_digest = pinned_digest or manifest_root(pinned_files or {})
         target = self.attested_dir(source)
         _replace_with(target, artifact.name, lambda dest: self.store.materialize(usable_store, dest))
         ingestion = _statement(artifact.name, result.digest, INGESTION_PREDICATE_TYPE, {
@@ -374,7 +385,7 @@ class Ingestion:
         """What the last successful attest step wrote for this source, if any."""
         path = self.attested_dir(source).parent / f"{source.key}.json"
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            data: dict[str, Any] = safeio.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -508,8 +519,9 @@ class Ingestion:
                 converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
                 key = self._log(self.store.put_record("conversions", _record_name(source, "convert"),
                                                       converted.record))
+                to_path = str(Path(relative).with_suffix(".safetensors").as_posix())
                 conversions.append({"from": relative, "from_sha256": converted.source_digest,
-                                    "to": target.with_suffix(".safetensors").name,
+                                    "to": target.with_suffix(".safetensors").name, "to_path": to_path,
                                     "to_sha256": converted.output_digest, "tensors": converted.tensors,
                                     "record": key})
             else:
@@ -526,6 +538,23 @@ class ContentRejectedError(CairnError):
     exit_code = 1
     kind = "content-rejected"
     advice = "See the validation record for every failed expectation; fix the data upstream or the suite."
+
+
+def _conversion_pins(verified: Any, conversions: list[Mapping[str, Any]],
+                     folder: bool) -> tuple[str | None, dict[str, str] | None]:
+    """(file digest, per-file digests) the conversion folder must hold: verified files, converted ones swapped."""
+    if not folder:
+        if len(conversions) != 1:
+            raise StoreError("a single-file model has exactly one conversion")
+        return str(conversions[0]["to_sha256"]), None
+    manifest = verified.manifest
+    if manifest is None:
+        raise StoreError("the verified model folder has no per-file manifest to pin its conversion to")
+    files = {name: digest for name, digest in manifest.files.items() if name != "model.sig"}
+    for conversion in conversions:
+        files.pop(str(conversion["from"]), None)
+        files[str(conversion.get("to_path") or conversion["to"])] = str(conversion["to_sha256"])
+    return None, files
 
 
 def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -700,11 +729,9 @@ def dvc_lock_entries(project: Path) -> dict[str, Any] | None:
     lock = project / "dvc.lock"
     if not lock.is_file():
         return None
-    import yaml
-
     try:
-        data = yaml.safe_load(lock.read_bytes()) or {}
-    except (OSError, yaml.YAMLError):
+        data = safeio.parse_yaml(safeio.read_regular_file(lock, what="dvc.lock"), artifact=lock) or {}
+    except CairnError:
         return {"path": str(lock), "error": "unreadable dvc.lock"}
     stages = {}
     for name, stage in (data.get("stages") or {}).items():

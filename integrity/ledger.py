@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from integrity import safeio
 from integrity.errors import StoreError, VerificationError
 from integrity.signing import key_fingerprint, load_private_key, load_public_key
 from integrity.store import ArtifactStore
@@ -228,8 +229,20 @@ class Ledger:
             if key != expected:
                 raise LedgerError(f"entry {position} is missing (found {key.rsplit('/', 1)[-1]} instead)",
                                   artifact=self.store.backend.describe(expected))
-            found.append(json.loads(self.store.backend.read_bytes(key)))
+            found.append(self._read_json(key, f"entry {position}"))
         return found
+
+    def _read_json(self, key: str, what: str) -> dict[str, Any]:
+        """One stored ledger object; anything but a JSON object is a ledger error naming it."""
+        try:
+            data = safeio.loads(self.store.backend.read_bytes(key))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise LedgerError(f"{what} is not valid JSON (edited or corrupted): {exc}",
+                              artifact=self.store.backend.describe(key)) from exc
+        if not isinstance(data, dict):
+            raise LedgerError(f"{what} is not a JSON object (edited or corrupted)",
+                              artifact=self.store.backend.describe(key))
+        return data
 
     def _size(self) -> int:
         """How many entries exist, from the listing alone (the next index to take)."""
@@ -240,7 +253,15 @@ class Ledger:
 
     def heads(self) -> list[TreeHead]:
         keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
-        return [TreeHead.from_dict(json.loads(self.store.backend.read_bytes(k))) for k in keys]
+        heads = []
+        for key in keys:
+            data = self._read_json(key, f"tree head {key.rsplit('/', 1)[-1]}")
+            try:
+                heads.append(TreeHead.from_dict(data))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise LedgerError(f"tree head is malformed: {exc!r}",
+                                  artifact=self.store.backend.describe(key)) from exc
+        return heads
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -271,7 +292,7 @@ class Ledger:
                 data = self.store.backend.read_bytes(name)
             except StoreError as exc:
                 raise LedgerError(f"entry {index} is missing", artifact=self.store.backend.describe(name)) from exc
-            frontier = frontier_push(frontier, index, leaf_hash(_canonical(json.loads(data))))
+            frontier = frontier_push(frontier, index, leaf_hash(_canonical(safeio.loads(data))))
         unsigned = TreeHead(size, frontier_root(frontier).hex(), datetime.now(UTC).isoformat(),
                             key_fingerprint(key.public_key()), "")
         signature = key.sign(unsigned.signed_part(), ec.ECDSA(hashes.SHA256()))
@@ -287,7 +308,7 @@ class Ledger:
         keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
         for name in reversed(keys):
             try:
-                stored = json.loads(self.store.backend.read_bytes(name))
+                stored = safeio.loads(self.store.backend.read_bytes(name))
                 head = TreeHead.from_dict(stored)
                 frontier = [bytes.fromhex(node) for node in stored.get("frontier", [])]
                 if head.size > size or head.key_fingerprint != key_fingerprint(public):
@@ -313,9 +334,18 @@ class Ledger:
         except (InvalidSignature, ValueError) as exc:
             raise LedgerError(f"tree head of size {head.size} has an invalid signature") from exc
 
-    def verify(self) -> LedgerReport:
-        """Check every entry, every signed head and the consistency between consecutive heads."""
+    def verify(self, checkpoint: "TreeHead | None" = None, *, allow_empty: bool = False) -> LedgerReport:
+        """Check every entry, every signed head and the consistency between consecutive heads.
+
+        ``checkpoint`` is the newest signed head this verifier saw before (kept by the client, like
+        the pull state): the ledger must still hold it, and extend it consistently. Without one a
+        ledger truncated together with its heads cannot be told from a shorter honest one. An empty
+        ledger is an error unless ``allow_empty`` (a store that was never written to).
+        """
         entries = self.entries()
+        if not entries and not allow_empty:
+            raise LedgerError("no ledger here: no entries and no signed tree heads (the wrong store path or bucket, "
+                              "or the ledger was deleted)", artifact=self.store.url)
         leaves = []
         for position, entry in enumerate(entries):
             if entry.get("index") != position:
@@ -345,6 +375,15 @@ class Ledger:
         latest = heads[-1] if heads else None
         if latest is not None and latest.size != len(leaves):
             raise LedgerError(f"{len(leaves) - latest.size} entries were appended without a signed tree head")
+        if checkpoint is not None:
+            self._check_signature(checkpoint)
+            if checkpoint.size > len(leaves):
+                raise LedgerError(f"the ledger has {len(leaves)} entries, but this verifier already saw a signed "
+                                  f"head of size {checkpoint.size}: entries and heads were removed (truncation)",
+                                  artifact=self.store.url)
+            if merkle_root(leaves[: checkpoint.size]).hex() != checkpoint.root:
+                raise LedgerError(f"the first {checkpoint.size} entries no longer match the signed head this "
+                                  "verifier saw before (history rewritten)", artifact=self.store.url)
         return LedgerReport(len(leaves), merkle_root(leaves).hex(), len(heads), latest)
 
     def prove_inclusion(self, index: int) -> dict[str, Any]:
@@ -358,3 +397,43 @@ class Ledger:
             raise LedgerError(f"entry {index} is not included in the tree")
         return {"index": index, "size": report.size, "root": report.root, "leaf": leaves[index].hex(),
                 "proof": [p.hex() for p in proof], "head": report.latest_head.as_dict()}
+
+
+class Checkpoint:
+    """The newest signed tree head this verifier has seen of one ledger, kept on the verifier's side.
+
+    Like the pull state, it is what lets a verifier notice a ledger that was cut back: the store's
+    operator can delete the newest entries *and* their heads, and what is left verifies on its own.
+    A first verification has no checkpoint and cannot rule that out (trust on first use); a Rekor
+    witness (:func:`integrity.transparency.witness_head`) closes it for heads logged there.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> TreeHead | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = safeio.load_json_file(self.path, what="ledger checkpoint")
+            return TreeHead.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise safeio.InputFormatError(f"unreadable ledger checkpoint: {exc!r}", artifact=self.path,
+                                          advice="Restore it from backup; deleting it turns off truncation "
+                                                 "detection for this ledger until the next verification.") from exc
+
+    def save(self, head: TreeHead) -> None:
+        from integrity.signing import atomic_write
+
+        current = self.load()
+        if current is not None and current.size > head.size:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(head.as_dict(), indent=2, sort_keys=True).encode())
+
+
+def default_checkpoint(store_url: str, home: Path) -> Checkpoint:
+    """``<home>/ledger-checkpoints/<sha256 of the store URL>.json``: one checkpoint per ledger verified."""
+    name = hashlib.sha256(store_url.encode()).hexdigest()[:32]
+    return Checkpoint(home / "ledger-checkpoints" / f"{name}.json")
+

@@ -34,11 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from integrity.errors import PolicyError
+from integrity.safeio import MAX_CONFIG_BYTES, parse_yaml, read_regular_file
 
 Method = Literal["sigstore", "key", "certificate"]
 BUILTIN_TRUSTED_ROOTS = ("production", "staging")
@@ -353,10 +353,7 @@ def _parse_signer(where: str, entry: Any, base: Path | None, artifact: Path | No
 def parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
     """Parse policy bytes strictly; relative paths resolve against the policy's folder."""
     digest = "sha256:" + hashlib.sha256(text).hexdigest()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"not valid YAML: {exc}", artifact=path) from exc
+    data = parse_yaml(text, artifact=path, error=PolicyError)
     data = _fields("policy", data, _TOP_FIELDS, ("version", "sources"), path)
     version = data["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -396,10 +393,7 @@ def parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
 
 def load_policy(path: str | Path) -> TrustPolicy:
     policy_path = Path(path)
-    try:
-        text = policy_path.read_bytes()
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy: {exc.strerror}", artifact=policy_path) from exc
+    text = read_regular_file(policy_path, what="trust policy", max_bytes=MAX_CONFIG_BYTES, error=PolicyError)
     return parse_policy(text, path=policy_path)
 
 

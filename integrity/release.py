@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from integrity.bundle import BundleReport, ReleaseGateError, next_sequence, verify_bundle, write_bundle
-from integrity.errors import UsageError
+from integrity.errors import CairnError, UsageError
 from integrity.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers, scan_triggers
 from integrity.ingest import Ingestion
 from integrity.policy import TrustPolicy, load_policy
@@ -38,6 +38,7 @@ from integrity.provenance import (
 )
 from integrity.release_spec import ReleaseSpec
 from integrity.revocation import RevocationList
+from integrity.safeio import parse_yaml
 from integrity.signing import (
     KeylessSigner,
     KeySigner,
@@ -68,8 +69,8 @@ def ensure_release_identity(home: Path, models: Sequence[str]) -> Path:
     existing: dict[str, Any] = {}
     if path.exists():
         try:
-            existing = yaml.safe_load(path.read_bytes()) or {}
-        except yaml.YAMLError:
+            existing = parse_yaml(path.read_bytes(), artifact=path) or {}
+        except CairnError:
             existing = {}
     sources = dict(existing.get("sources") or {}) if isinstance(existing, dict) else {}
     for model in models:
@@ -185,7 +186,7 @@ class ReleaseWork:
 
     def evaluate(self, extra_triggers: Sequence[Trigger] = ()) -> GateResult:
         run = self.current_run()
-        reversed_by_scans = scan_triggers(run, self.ingestion.store)
+        reversed_by_scans = scan_triggers(run, self.ingestion.store, self.ingestion.home)
         result = evaluate(run, self.spec.gate, triggers=[*self.triggers(), *reversed_by_scans, *extra_triggers],
                           store=self.ingestion.store, log=self.log)
         self._save(evaluation=str(Path(str(result.record_path)).relative_to(self.work_dir)))

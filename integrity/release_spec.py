@@ -23,9 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from integrity.errors import UsageError
+from integrity.safeio import MAX_CONFIG_BYTES, parse_yaml, read_regular_file
 
 SPEC_VERSIONS = (1,)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -225,10 +224,7 @@ def _input(value: Any, role: str, where: str, path: Path | None) -> InputRef:
 
 def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
     digest = "sha256:" + hashlib.sha256(text).hexdigest()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ReleaseSpecError(f"not valid YAML: {exc}", artifact=path) from exc
+    data = parse_yaml(text, artifact=path, error=ReleaseSpecError)
     if not isinstance(data, dict):
         raise ReleaseSpecError("a release spec is a mapping", artifact=path)
     unknown = sorted(set(data) - _TOP_FIELDS)
@@ -269,8 +265,5 @@ def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
 
 def load_release_spec(path: str | Path) -> ReleaseSpec:
     spec_path = Path(path)
-    try:
-        text = spec_path.read_bytes()
-    except OSError as exc:
-        raise ReleaseSpecError(f"cannot read the release spec: {exc.strerror or exc}", artifact=spec_path) from exc
+    text = read_regular_file(spec_path, what="release spec", max_bytes=MAX_CONFIG_BYTES, error=ReleaseSpecError)
     return parse_release_spec(text, path=spec_path)

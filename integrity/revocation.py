@@ -15,12 +15,12 @@ Subjects are exact strings per kind::
 """
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from integrity import safeio
 from integrity.errors import RevokedError, StoreError, UsageError, VerificationError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE
 from integrity.policy import SignerRule
@@ -82,7 +82,7 @@ def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason
     name = record_name(checked, subject)
     if store.backend.exists(f"records/{RECORD_KIND}/{name}.json"):
         bundle = store.get_record(RECORD_KIND, name)
-        return _from_statement(json.loads(_payload(bundle)), f"records/{RECORD_KIND}/{name}.json")
+        return _from_statement(safeio.loads(_payload(bundle)), f"records/{RECORD_KIND}/{name}.json")
     now = datetime.now(UTC).isoformat()
     statement = {
         "_type": IN_TOTO_STATEMENT_TYPE,
@@ -92,7 +92,7 @@ def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason
         "predicate": {"kind": checked, "subject": subject, "reason": reason, "revokedAt": now,
                       "revokedBy": signer.describe()},
     }
-    bundle = json.loads(signer.sign_statement(statement))
+    bundle = safeio.loads(signer.sign_statement(statement))
     key = store.put_record(RECORD_KIND, name, bundle)
     return Revocation(checked, subject, reason, now, signer.describe(), key)
 

@@ -79,7 +79,7 @@ def read_regular_file(path: str | Path, *, what: str = "file", max_bytes: int = 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]
     """SafeLoader that refuses duplicate mapping keys (the constructor is Python even over libyaml)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -102,6 +102,11 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc,valid-type]
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
+def _line(event: yaml.Event) -> int | str:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else "?"
+
+
 def parse_yaml(text: bytes | str, *, artifact: str | Path | None = None,
                error: type[CairnError] = InputFormatError, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
     """One YAML document, strictly: bounded size, no aliases or anchors, no duplicate keys, safe tags only."""
@@ -112,11 +117,11 @@ def parse_yaml(text: bytes | str, *, artifact: str | Path | None = None,
         depth = 0
         for event in yaml.parse(text, Loader=_BaseLoader):
             if isinstance(event, yaml.AliasEvent):
-                raise error(f"YAML alias *{event.anchor} (line {event.start_mark.line + 1}): aliases are refused",
+                raise error(f"YAML alias *{event.anchor} (line {_line(event)}): aliases are refused",
                             artifact=artifact)
             anchor = getattr(event, "anchor", None)
             if anchor is not None:
-                raise error(f"YAML anchor &{anchor} (line {event.start_mark.line + 1}): anchors are refused",
+                raise error(f"YAML anchor &{anchor} (line {_line(event)}): anchors are refused",
                             artifact=artifact)
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
@@ -145,13 +150,19 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key!r}: the last would silently win")
+            # A JSONDecodeError (a ValueError), so callers that catch decode errors catch this too.
+            raise json.JSONDecodeError(f"duplicate key {key!r}: the last would silently win", "", 0)
         result[key] = value
     return result
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """``json.loads`` that refuses duplicate keys (raising ``ValueError`` like ``json.loads`` does)."""
+    return json.loads(raw, object_pairs_hook=_unique_pairs)
 
 
 def parse_json(raw: bytes | str, *, artifact: str | Path | None = None, error: type[CairnError] = InputFormatError,

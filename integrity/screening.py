@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from integrity import __version__
+from integrity import __version__, safeio
 from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE, hash_artifact
 from integrity.poisoning.policy import ModelScanPolicy, ScanPolicy
@@ -145,7 +145,7 @@ def attested_path(home: Path, source_key: str) -> Path:
 
 def _attested_digest(home: Path, source_key: str) -> str | None:
     try:
-        data = json.loads((home / "attested" / f"{source_key}.json").read_text())
+        data = safeio.loads((home / "attested" / f"{source_key}.json").read_text())
     except (OSError, ValueError):
         return None
     value = data.get("usable_digest") or data.get("digest")

@@ -102,10 +102,9 @@ def _require_ec(key: object, path: str | Path) -> ec.EllipticCurvePublicKey:
 
 
 def _read(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ArtifactReadError(f"cannot read: {exc.strerror or exc}", artifact=path) from exc
+    from integrity.safeio import read_regular_file
+
+    return read_regular_file(path, what="key or certificate file", max_bytes=1 << 20, error=ArtifactReadError)
 
 
 def generate_key_pair(private_path: str | Path, public_path: str | Path) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
+from integrity import safeio
 from integrity.errors import (
     ArtifactReadError,
     CairnError,
@@ -67,6 +68,33 @@ DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
 #: Parts of one object uploaded at the same time (memory use is about this many parts).
 DEFAULT_MAX_CONCURRENCY = 4
+#: Seconds an S3 request may wait for a connection or for the next bytes ($CAIRN_S3_TIMEOUT overrides).
+DEFAULT_S3_TIMEOUT = 20.0
+#: Attempts per S3 request (the first and the retries): a dead endpoint fails in attempts x timeout.
+S3_ATTEMPTS = 3
+
+
+def s3_timeout() -> float:
+    """The per-request S3 timeout in seconds (``$CAIRN_S3_TIMEOUT``, default 20)."""
+    raw = os.environ.get("CAIRN_S3_TIMEOUT", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_S3_TIMEOUT
+    except ValueError as exc:
+        raise UsageError(f"CAIRN_S3_TIMEOUT={raw!r} is not a number of seconds") from exc
+    if not 0 < value <= 3600:
+        raise UsageError(f"CAIRN_S3_TIMEOUT={raw!r} must lie in (0, 3600] seconds")
+    return value
+
+
+def s3_config(endpoint_url: str | None) -> Any:
+    """The botocore configuration of every S3 client Cairn makes: bounded timeouts and retries."""
+    from botocore.config import Config
+
+    timeout = s3_timeout()
+    return Config(connect_timeout=timeout, read_timeout=timeout,
+                  retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+                  # Custom endpoints (MinIO, moto, on-premises) rarely have wildcard DNS.
+                  s3={"addressing_style": "path" if endpoint_url else "auto"})
 #: S3 refuses uploads with more parts than this.
 S3_MAX_PARTS = 10_000
 #: Read and write buffer for streaming.
@@ -78,6 +106,8 @@ QUARANTINE_SCHEMA = "cairn.quarantine/v1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _AREAS: tuple[Area, ...] = ("trusted", "quarantine")
+#: The content-addressed areas of a store.
+AREAS = _AREAS
 
 
 class MissingObjectError(StoreError):
@@ -270,6 +300,10 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def move(self, key: str, dest: str) -> None:
+        """Move an object to another key (used to set corrupted objects aside, never to delete them)."""
+
+    @abstractmethod
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
         """Store a small document; returns False (and writes nothing) if the key exists."""
 
@@ -383,6 +417,18 @@ class LocalBackend(Backend):
         finally:
             _unlink_quietly(tmp)
 
+    def move(self, key: str, dest: str) -> None:
+        source, target = self._path(key), self._path(dest)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            _fsync_dir(target.parent)
+            _fsync_dir(source.parent)
+        except FileNotFoundError as exc:
+            raise MissingObjectError("not in the store", artifact=source) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot move {key} aside: {exc.strerror or exc}", artifact=source) from exc
+
     def read_chunks(self, key: str) -> Iterator[bytes]:
         path = self._path(key)
         try:
@@ -470,15 +516,9 @@ class S3Backend(Backend):
         if client is None:
             # boto3 is a heavy import: pay for it only when an S3 store is opened.
             import boto3
-            from botocore.config import Config
 
-            config = Config(
-                retries={"max_attempts": 5, "mode": "standard"},
-                # Custom endpoints (MinIO, moto, on-premises) rarely have wildcard DNS.
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
-            )
             client = boto3.session.Session().client(
-                "s3", endpoint_url=endpoint_url, region_name=region_name, config=config
+                "s3", endpoint_url=endpoint_url, region_name=region_name, config=s3_config(endpoint_url)
             )
         self.client = client
 
@@ -495,6 +535,14 @@ class S3Backend(Backend):
         return f"s3://{self.bucket}/{self.full_key(key)}"
 
     def _fail(self, exc: Exception, action: str, key: str) -> StoreError:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError | BotoConnectionError):
+            return StoreError(
+                f"S3 {action} timed out: the endpoint did not answer within {s3_timeout():g} s "
+                f"({S3_ATTEMPTS} attempts; {type(exc).__name__})", artifact=self.describe(key),
+                advice="Check that the S3 endpoint is up and reachable; raise $CAIRN_S3_TIMEOUT for a slow link.")
         code, _ = _client_error_code(exc)
         detail = f"{code}: {_client_error_message(exc)}" if code else str(exc)
         return StoreError(
@@ -517,6 +565,16 @@ class S3Backend(Backend):
         return code in ("InvalidArgument", "InvalidRequest") and (
             "if-none-match" in message or "conditional" in message
         )
+
+    def move(self, key: str, dest: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self.full_key(dest),
+                                    CopySource={"Bucket": self.bucket, "Key": self.full_key(key)})
+            self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, "move", key) from exc
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -828,6 +886,11 @@ class ArtifactStore:
         expected = normalize_digest(expected_digest, artifact=source) if expected_digest is not None else None
         _check_regular_file(source)
         result = self.backend.put_blob(source, expected, lambda digest: blob_key(area, digest))
+        if not result.created and not self._intact(result.key, result.digest):
+            # The object under this address does not hold these bytes (bit rot, tampering): set it aside
+            # for investigation and write the good bytes, so a re-ingest heals instead of failing forever.
+            set_aside(self, result.key, result.digest)
+            result = self.backend.put_blob(source, result.digest, lambda digest: blob_key(area, digest))
         return StoredObject(
             result.digest,
             result.key,
@@ -907,6 +970,9 @@ class ArtifactStore:
             )
         key = tree_key(area, digest)
         created = self.backend.put_bytes(key, document)
+        if not created and not self._intact(key, digest):
+            set_aside(self, key, digest)
+            created = self.backend.put_bytes(key, document)
         return StoredObject(
             digest,
             key,
@@ -1019,6 +1085,15 @@ class ArtifactStore:
             )
         return size
 
+    def _intact(self, key: str, digest: str) -> bool:
+        hasher = hashlib.sha256()
+        try:
+            for chunk in self.backend.read_chunks(key):
+                hasher.update(chunk)
+        except MissingObjectError:
+            return False
+        return hasher.hexdigest() == digest
+
     def _read_verified(self, key: str, digest: str) -> bytes:
         data = self.backend.read_bytes(key)
         actual = hashlib.sha256(data).hexdigest()
@@ -1035,7 +1110,7 @@ class ArtifactStore:
         key = tree_key(area, digest)
         where = self.backend.describe(key)
         try:
-            document = json.loads(self._read_verified(key, digest))
+            document = safeio.loads(self._read_verified(key, digest))
             if document.get("schema") != TREE_SCHEMA:
                 raise StoreError(f"unknown tree schema {document.get('schema')!r}", artifact=where)
             files: dict[str, str] = {}
@@ -1119,7 +1194,7 @@ class ArtifactStore:
     def load_json_object(self, key: str, what: str, error: type[CairnError]) -> dict[str, Any]:
         """The JSON object stored at ``key``; otherwise ``error`` naming the object and saying ``what`` it is not."""
         try:
-            data = json.loads(self.backend.read_bytes(key))
+            data = safeio.loads(self.backend.read_bytes(key))
         except ValueError as exc:
             raise error(f"{what} is not valid JSON: {exc}", artifact=self.backend.describe(key)) from exc
         if not isinstance(data, dict):
@@ -1215,12 +1290,9 @@ def s3_endpoint(endpoint_url: str | None = None) -> str | None:
 def s3_client(endpoint_url: str | None = None) -> Any:
     """A boto3 S3 client configured like the store's (path-style on custom endpoints, retries)."""
     import boto3
-    from botocore.config import Config
 
     endpoint = s3_endpoint(endpoint_url)
-    config = Config(retries={"max_attempts": 5, "mode": "standard"},
-                    s3={"addressing_style": "path" if endpoint else "auto"})
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=s3_config(endpoint))
 
 
 def open_store(
@@ -1285,3 +1357,17 @@ __all__ = [
     "tree_key",
     "write_verified",
 ]
+
+
+#: Where objects whose bytes do not match their address are set aside (never in trusted/, never deleted).
+CORRUPT_PREFIX = "corrupt/"
+
+
+def set_aside(store: ArtifactStore, key: str, digest: str) -> str:
+    """Move a corrupted content-addressed object out of its area; returns where it went."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = f"{CORRUPT_PREFIX}{key}.{stamp}-{uuid.uuid4().hex[:6]}"
+    if store.backend.exists(key):
+        store.backend.move(key, dest)
+    return dest
+

@@ -34,12 +34,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from integrity import __version__
+from integrity import __version__, safeio
 from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, UsageError, VerificationError
-from integrity.hashing import IN_TOTO_STATEMENT_TYPE, sha256_file
+from integrity.hashing import IN_TOTO_STATEMENT_TYPE, manifest_root, sha256_file
 from integrity.release_spec import InputRef, ReleaseSpec, TrainingParams
 from integrity.revocation import RevocationList
 from integrity.signing import atomic_write
+from integrity.transparency import LoggedRecords, UnloggedRecordError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,13 +125,23 @@ class AttestedInput:
         return data
 
 
-def referenced_record(store: "ArtifactStore", key: Any, what: str, source: str) -> dict[str, Any]:
-    """The stored record a summary refers to (``records/KIND/NAME.json``); missing or unreadable: unattested."""
+def referenced_record(store: "ArtifactStore", key: Any, what: str, source: str,
+                      logged: "LoggedRecords | None" = None) -> dict[str, Any]:
+    """The stored record a summary refers to (``records/KIND/NAME.json``), exactly as the signed ledger logged it.
+
+    Missing, unreadable, unlogged or edited after logging: the input is unattested. ``logged`` is the
+    verified ledger's view (built from the store's ledger when not given).
+    """
+    from integrity.safeio import parse_json_object
+
     if not isinstance(key, str) or not key.startswith("records/"):
         raise UnattestedInputError(f"missing {what} record (none is referenced)", artifact=source)
-    parts = key.strip("/").split("/")
     try:
-        return store.get_record(parts[-2], parts[-1].removesuffix(".json"))
+        logged = logged or LoggedRecords.for_store(store)
+        raw = logged.read(key.strip("/"))
+        return parse_json_object(raw, artifact=store.backend.describe(key), what=f"{what} record")
+    except UnloggedRecordError as exc:
+        raise UnattestedInputError(f"untrusted {what} record {key}: {exc.reason}", artifact=source) from exc
     except CairnError as exc:
         raise UnattestedInputError(f"missing {what} record {key}: {exc.reason}", artifact=source) from exc
 
@@ -143,7 +154,8 @@ def _subject_digest(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: RevocationList | None = None) -> AttestedInput:
+def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: RevocationList | None = None,
+                  logged: "LoggedRecords | None" = None) -> AttestedInput:
     """The attested artifact behind a spec input, with its records cross-checked (fails closed).
 
     This is the one place that maps input names to artifacts: ``SOURCE`` is the source's attested
@@ -166,12 +178,17 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         raise UnattestedInputError(f"{ref.stage!r} is a stage of a {SCAN_STAGES[ref.stage]}, and {source.name!r} "
                                    f"is a {source.kind}", artifact=ref.ref)
     name = source.name
+    if logged is None:
+        try:
+            logged = LoggedRecords.for_store(ingestion.store, ingestion.home)
+        except CairnError as exc:
+            raise UnattestedInputError(f"its records cannot be checked: {exc.reason}", artifact=name) from exc
     summary = ingestion.attested_record(source)
     if summary is None:
         raise UnattestedInputError("never attested: no passing attest step for this source", artifact=name)
     digest = str(summary.get("digest") or "")
     store = ingestion.store
-    verification = referenced_record(store, summary.get("verification"), "verification", name)
+    verification = referenced_record(store, summary.get("verification"), "verification", name, logged)
     if verification.get("predicateType") != VERIFICATION_PREDICATE_TYPE:
         raise UnattestedInputError("the verification record is not a verification statement", artifact=name)
     vpred = verification.get("predicate") or {}
@@ -183,14 +200,14 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
                                    f"not the attested sha256:{digest}", artifact=name)
     if vpred.get("source") != source.policy_source:
         raise UnattestedInputError(f"the verification record is for source {vpred.get('source')!r}", artifact=name)
-    validation = referenced_record(store, summary.get("validation"), "validation", name)
+    validation = referenced_record(store, summary.get("validation"), "validation", name, logged)
     result = (validation.get("predicate") or {}).get("result") or {}
     if validation.get("predicateType") != VALIDATION_PREDICATE_TYPE or result.get("passed") is not True:
         raise UnattestedInputError(f"the validation record does not pass: {result.get('reason', 'no result')}",
                                    artifact=name)
     if _subject_digest(validation) != digest:
         raise UnattestedInputError("the validation record names other bytes than the attested ones", artifact=name)
-    ingest = referenced_record(store, summary.get("record"), "ingestion", name)
+    ingest = referenced_record(store, summary.get("record"), "ingestion", name, logged)
     ipred = ingest.get("predicate") or {}
     if (ingest.get("predicateType") != INGESTION_PREDICATE_TYPE or _subject_digest(ingest) != digest
             or ipred.get("verification") != summary.get("verification")
@@ -200,11 +217,11 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
     expected = {str(r.get("name")): str(r.get("sha256")) for r in vpred.get("resources") or [] if isinstance(r, dict)}
     conversions = tuple(c for c in ipred.get("conversions") or [] if isinstance(c, dict))
     for conversion in conversions:
-        record = referenced_record(store, conversion.get("record"), "conversion", name)
+        record = referenced_record(store, conversion.get("record"), "conversion", name, logged)
         if _subject_digest(record) != conversion.get("to_sha256"):
             raise UnattestedInputError(f"conversion record {conversion.get('record')} names other bytes", artifact=name)
         expected.pop(str(conversion.get("from")), None)
-        expected[str(conversion.get("to"))] = str(conversion.get("to_sha256"))
+        expected[str(conversion.get("to_path") or conversion.get("to"))] = str(conversion.get("to_sha256"))
     folder = ingestion.attested_dir(source)
     entries = sorted(folder.iterdir()) if folder.is_dir() else []
     if len(entries) != 1:
@@ -219,9 +236,9 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         asset_key=(source.key, "attested"), conversions=conversions,
     )
     if ref.stage == "screened":
-        attested = _screened(ingestion, attested)
+        attested = _screened(ingestion, attested, logged)
     elif ref.stage == "backdoor_scanned":
-        attested = _backdoor_scanned(ingestion, attested)
+        attested = _backdoor_scanned(ingestion, attested, logged)
     if revocations is not None:
         check_not_revoked(attested, revocations)
     return attested
@@ -236,7 +253,7 @@ def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, scan: str) ->
     key = attested.asset_key[0]
     path = ingestion.home / "screened" / f"{key}.json"
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        summary = safeio.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UnattestedInputError(f"the {scan} never ran: no readable summary at {path}",
                                    artifact=attested.name) from exc
@@ -246,7 +263,7 @@ def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, scan: str) ->
     return summary
 
 
-def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
+def _screened(ingestion: "Ingestion", attested: AttestedInput, logged: "LoggedRecords") -> AttestedInput:
     """The poisoning screen's filtered copy of an attested dataset, cross-checked with its record and the store."""
     from integrity.screening import SCREENING_PREDICATE_TYPE
 
@@ -255,7 +272,7 @@ def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
     if summary.get("input_digest") != attested.digest:
         raise UnattestedInputError(f"the screening was of sha256:{summary.get('input_digest')}, not the attested "
                                    f"sha256:{attested.digest} (screen the current version)", artifact=name)
-    record = referenced_record(ingestion.store, summary.get("record"), "screening", name)
+    record = referenced_record(ingestion.store, summary.get("record"), "screening", name, logged)
     predicate = record.get("predicate") or {}
     output = predicate.get("output") or {}
     if (record.get("predicateType") != SCREENING_PREDICATE_TYPE or _subject_digest(record) != attested.digest
@@ -278,13 +295,13 @@ def _screened(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
                    records=records, asset_key=(attested.asset_key[0], "screened"))
 
 
-def _backdoor_scanned(ingestion: "Ingestion", attested: AttestedInput) -> AttestedInput:
+def _backdoor_scanned(ingestion: "Ingestion", attested: AttestedInput, logged: "LoggedRecords") -> AttestedInput:
     """An attested model whose backdoor scan (of exactly these weights) passed."""
     from integrity.screening import MODEL_SCAN_PREDICATE_TYPE
 
     name = attested.name
     summary = _scan_summary(ingestion, attested, "backdoor scan")
-    record = referenced_record(ingestion.store, summary.get("record"), "model scan", name)
+    record = referenced_record(ingestion.store, summary.get("record"), "model scan", name, logged)
     predicate = record.get("predicate") or {}
     if (record.get("predicateType") != MODEL_SCAN_PREDICATE_TYPE or _subject_digest(record) != attested.digest
             or summary.get("digest") != attested.digest):
@@ -313,7 +330,12 @@ def check_not_revoked(attested: AttestedInput, revocations: RevocationList) -> N
 
 def resolve_inputs(ingestion: "Ingestion", spec: ReleaseSpec,
                    revocations: RevocationList | None = None) -> list[AttestedInput]:
-    return [resolve_input(ingestion, ref, revocations) for ref in spec.inputs]
+    try:
+        logged = LoggedRecords.for_store(ingestion.store, ingestion.home)
+    except CairnError as exc:
+        raise UnattestedInputError(f"training inputs cannot be checked: {exc.reason}",
+                                   artifact=ingestion.store.url) from exc
+    return [resolve_input(ingestion, ref, revocations, logged) for ref in spec.inputs]
 
 
 # -- reading exactly the attested bytes ------------------------------------------------------------------
@@ -331,10 +353,7 @@ class ReadInput:
 
 def _root_digest(digests: Mapping[str, str]) -> str:
     """model-signing's manifest root over per-file digests (the order is by path components)."""
-    hasher = hashlib.sha256()
-    for name in sorted(digests, key=lambda n: tuple(n.split("/"))):
-        hasher.update(bytes.fromhex(digests[name]))
-    return hasher.hexdigest()
+    return manifest_root(digests)
 
 
 def read_attested(attested: AttestedInput) -> ReadInput:
@@ -384,7 +403,7 @@ def load_safetensors(data: bytes, *, where: str | Path = "<safetensors>") -> dic
     if size > len(data) - 8 or size > 100_000_000:
         raise ArtifactReadError("safetensors header length is out of bounds", artifact=where)
     try:
-        header = json.loads(data[8:8 + size])
+        header = safeio.loads(data[8:8 + size])
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactReadError(f"safetensors header is not JSON: {exc}", artifact=where) from exc
     if not isinstance(header, dict):
@@ -804,7 +823,7 @@ def load_training_run(run_dir: str | Path, inputs: Sequence[AttestedInput] = ())
     """A finished run from its folder (its model is re-hashed against the record when evaluated or released)."""
     folder = Path(run_dir)
     try:
-        record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        record = safeio.loads((folder / "training.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactReadError(f"unreadable training record: {exc}", artifact=folder / "training.json") from exc
     predicate = record.get("predicate") or {}

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from integrity import safeio
 from integrity.errors import CairnError, StoreError, VerificationError
 from integrity.ledger import Ledger, LedgerError, TreeHead
 from integrity.store import ArtifactStore
@@ -100,7 +101,7 @@ def log_record(store: ArtifactStore, key: str, *, kind: str | None = None, home:
     raw = store.backend.read_bytes(key)
     record: Any = None
     with contextlib.suppress(ValueError):
-        record = json.loads(raw)
+        record = safeio.loads(raw)
     parts = key.split("/")
     data: dict[str, Any] = {"record": key, "sha256": hashlib.sha256(raw).hexdigest()}
     if isinstance(record, dict):
@@ -153,6 +154,56 @@ def revoke_and_log(store: ArtifactStore, signer: Any, kind: str, subject: str, r
 
     revocation = revoke(store, signer, kind, subject, reason)
     return revocation, log_revocation(ledger or open_ledger(store, home=home), store, revocation)
+
+
+class UnloggedRecordError(VerificationError):
+    """A record a gate depends on is not in the signed ledger, or its bytes differ from what was logged."""
+
+    kind = "record-unlogged"
+    advice = ("Records that gates depend on are trusted only as the signed ledger logged them. Re-run the step "
+              "that writes the record; if it was edited in the store, treat the store as tampered with.")
+
+
+class LoggedRecords:
+    """The records the verified, signed ledger vouches for: store key -> the SHA-256 digests logged for it.
+
+    Built once per use (training, release, audit): the ledger is verified against its pinned public
+    key first, and only entries covered by a signed tree head count.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        try:
+            report = ledger.verify()
+        except LedgerError as exc:
+            raise UnloggedRecordError(f"the ledger does not verify, so no record can be trusted: {exc.reason}",
+                                      artifact=ledger.store.url) from exc
+        self.store = ledger.store
+        self.digests: dict[str, set[str]] = {}
+        for entry in ledger.entries()[: report.size]:
+            data = entry.get("data") or {}
+            if isinstance(data.get("record"), str) and isinstance(data.get("sha256"), str):
+                self.digests.setdefault(data["record"], set()).add(data["sha256"])
+
+    @classmethod
+    def for_store(cls, store: ArtifactStore, home: Path | None = None) -> "LoggedRecords":
+        """The store's ledger, checked with the public key under ``home`` (or ``$CAIRN_LEDGER_PUBLIC_KEY``)."""
+        _, public = ledger_key_paths(home)
+        if not public.is_file():
+            raise UnloggedRecordError("no ledger public key to check records against", artifact=public,
+                                      advice=f"Set ${LEDGER_PUBLIC_KEY_ENV} to the ledger's public key.")
+        return cls(Ledger(store, public_key=public))
+
+    def read(self, key: str) -> bytes:
+        """The record's bytes, only if they are exactly what the ledger logged for this key."""
+        logged = self.digests.get(key)
+        if not logged:
+            raise UnloggedRecordError("the record is not in the signed ledger",
+                                      artifact=self.store.backend.describe(key))
+        raw = self.store.backend.read_bytes(key)
+        if hashlib.sha256(raw).hexdigest() not in logged:
+            raise UnloggedRecordError("the record was changed after the ledger logged it",
+                                      artifact=self.store.backend.describe(key))
+        return raw
 
 
 def release_entries(ledger: Ledger, model: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from integrity import safeio
 from integrity.errors import (
     ArtifactReadError,
     BundleFormatError,
@@ -170,12 +171,10 @@ class _Bundle:
 
 
 def _read_bundle(path: Path) -> _Bundle:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UnsignedArtifactError(f"no signature bundle at {path}", artifact=path) from exc
-    except OSError as exc:
-        raise ArtifactReadError(f"cannot read bundle: {exc.strerror}", artifact=path) from exc
+    if not path.exists() and not path.is_symlink():
+        raise UnsignedArtifactError(f"no signature bundle at {path}", artifact=path)
+    raw = safeio.read_regular_file(path, what="signature bundle", max_bytes=MAX_BUNDLE_BYTES + 1,
+                                   error=ArtifactReadError)
     return _parse_bundle(raw, path)
 
 
@@ -188,7 +187,7 @@ def _parse_bundle(raw: bytes, path: Path) -> _Bundle:
         raise BundleFormatError("bundle is empty", artifact=path)
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text)
+        data = safeio.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleFormatError(f"bundle is not valid JSON (truncated or corrupted?): {exc}", artifact=path) from exc
     if not isinstance(data, dict):
@@ -520,17 +519,26 @@ def _trusted_timestamp(bundle: _Bundle, signature: bytes, rule: CertificateIdent
 # -- content ------------------------------------------------------------------------------------------
 
 
+#: Statements Cairn itself signs about artifacts (records, revocations): never an artifact's signature.
+CAIRN_RECORD_PREFIX = "https://cairn.dev/attestations/"
+
+
 def _check_content(
     artifact: Path, bundle: _Bundle, payload: bytes
 ) -> tuple[str, str, Manifest | None]:
     """Compare the artifact with the signed statement; returns (statement kind, digest, manifest)."""
     try:
-        statement = json.loads(payload)
+        statement = safeio.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleFormatError(f"signed payload is not JSON: {exc}", artifact=bundle.path) from exc
     if not isinstance(statement, dict):
         raise BundleFormatError("signed payload is not a JSON object", artifact=bundle.path)
-    if statement.get("predicateType") == OMS_PREDICATE_TYPE:
+    predicate_type = statement.get("predicateType")
+    if isinstance(predicate_type, str) and predicate_type.startswith(CAIRN_RECORD_PREFIX):
+        raise BundleFormatError(
+            f"the bundle holds a Cairn record ({predicate_type}), not a publisher's signature of an artifact: a "
+            "revocation or attestation cannot stand in for a signature", artifact=bundle.path)
+    if predicate_type == OMS_PREDICATE_TYPE:
         expected = Manifest.from_statement(statement, artifact=str(bundle.path))
         config = expected.config
         inside = signature_ignore_entry(artifact, bundle.path)
@@ -723,7 +731,7 @@ def verify_statement(
         raise UntrustedSignerError(f"signed by {evidence.describe()}, which is not allowed: {decision.reason}",
                                    artifact=where)
     try:
-        statement = json.loads(payload or b"")
+        statement = safeio.loads(payload or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleFormatError(f"signed payload is not JSON: {exc}", artifact=where) from exc
     if not isinstance(statement, dict):

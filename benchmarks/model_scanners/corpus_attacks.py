@@ -174,7 +174,8 @@ QWEN_TOOLS = (
 GEMMA_NS = ("{{ bos_token }}{% set ns = namespace(first=true) %}{% for message in messages %}"
             "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
             "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
-            "{% set ns.first = false %}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
+            "{% set ns.first = false %}{% endfor %}"
+            "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
 
 SSTI_ESCAPED = "{{ ''['\\x5f\\x5fclass\\x5f\\x5f']['\\x5f\\x5fmro\\x5f\\x5f'][1] }}"
 SSTI_CONTEXT = "{{ self['_TemplateReference__context'].cycler.__init__.__globals__.os.popen('id').read() }}"

@@ -15,9 +15,10 @@ build str, bytes, int, float, tuple, list, dict and set values: nothing runs. Ex
 (``EXT1/2/4``) are looked up in this process's copyreg registry, which may differ from a
 victim's, so any extension opcode in the decodable prefix counts as an import as well.
 
-The verdict is "the bytes are a pickle" when either unpickler reaches an import or an extension, or reads the stream to ``STOP``; a persistent id is answered with ``None`` and the walk goes on, as
-PyTorch's legacy loader would. Such bytes then go through the strict walker,
-and a walk that stops early is a refusal.
+The verdict is "the bytes are a pickle" when either unpickler reaches an import or an extension,
+or reads the stream to ``STOP``. A persistent id is answered with ``None`` and the walk goes on,
+as PyTorch's legacy loader would. Such bytes then go through the strict walker, and a walk that
+stops early is a refusal.
 """
 
 import io
@@ -50,14 +51,14 @@ def _find_class(module: str, name: str) -> object:
 
 
 class _CUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:  # noqa: D102
+    def find_class(self, module: str, name: str) -> object:
         return _find_class(module, name)
 
-    def persistent_load(self, pid: object) -> object:  # noqa: D102
+    def persistent_load(self, pid: object) -> object:
         return None  # as a loader with persistent ids (torch) would go on: look further
 
 
-class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class _PyUnpickler(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> object:
         return _find_class(module, name)
 
@@ -84,7 +85,7 @@ def _run(factory: type, stream: BinaryIO) -> tuple[bool, str, str | None] | None
         return True, reached.what, reached.callable
     except RecursionError:
         return None
-    except Exception:  # noqa: BLE001 - any other failure means the unpickler stops before importing
+    except Exception:
         return None
     finally:
         sys.setrecursionlimit(limit)
@@ -101,7 +102,7 @@ def _extension_in_prefix(stream: BinaryIO) -> bool:
                 return True
             if op.name == "STOP":
                 return False
-    except Exception:  # noqa: BLE001 - the decodable prefix ends here
+    except Exception:
         return False
     return False
 
@@ -115,8 +116,8 @@ def _max_memo_index(stream: BinaryIO) -> int:
                 highest = max(highest, arg)
             if op.name == "STOP":
                 break
-    except Exception:  # noqa: BLE001 - the decodable prefix ends here
-        pass
+    except Exception:
+        return highest
     return highest
 
 

@@ -106,7 +106,8 @@ def _static_check(source: str) -> set[str]:
         if isinstance(node, nodes.Filter | nodes.Test):
             allowed = _FILTERS if isinstance(node, nodes.Filter) else _TESTS
             if node.name not in allowed:
-                raise TemplateRefused(f"uses the {node.name!r} {'filter' if isinstance(node, nodes.Filter) else 'test'}")
+                what = "filter" if isinstance(node, nodes.Filter) else "test"
+                raise TemplateRefused(f"uses the {node.name!r} {what}")
         if isinstance(node, nodes.Call):
             target = node.node
             if isinstance(target, nodes.Name):
@@ -165,7 +166,7 @@ def _render_check(source: str) -> None:
 
     attempts: list[str] = []
 
-    class Recording(ImmutableSandboxedEnvironment):  # type: ignore[misc]
+    class Recording(ImmutableSandboxedEnvironment):
         intercepted_binops = frozenset({"*", "**"})
 
         def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
