@@ -37,7 +37,7 @@ def _cairn(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 
 
 def test_a_second_entry_for_a_source_does_not_replace_the_reviewed_one(tmp_path: Path) -> None:
-    private, public = make_release_key(tmp_path)
+    _, public = make_release_key(tmp_path)
     fingerprint = key_fingerprint(load_public_key(public))
     reviewed = (f"version: 1\nsources:\n  vendor:\n    signers:\n      - key: {{public_key: {public}, "
                 f"fingerprint: '{fingerprint}'}}\n")
@@ -64,7 +64,7 @@ def test_yaml_alias_bombs_and_huge_files_are_refused_at_once(tmp_path: Path) -> 
     bomb = ("version: 1\nsources: {}\n" + "\n".join(lines) + "\n").encode()
     assert len(bomb) < 2000
     started = time.monotonic()
-    with pytest.raises(PolicyError, match="aliases are refused|anchors are refused"):
+    with pytest.raises(PolicyError, match=r"aliases are refused|anchors are refused"):
         parse_policy(bomb)
     with pytest.raises(InputFormatError, match="over the"):
         parse_yaml(b"version: 1\nsources: {}\n" + b"# padding\n" * 600_000)
@@ -85,7 +85,7 @@ def test_fifos_are_refused_as_bundle_key_and_policy(tmp_path: Path) -> None:
         load_policy(fifo)
     with pytest.raises(ArtifactReadError, match="FIFO"):
         load_public_key(fifo)
-    private, public = make_release_key(tmp_path)
+    _, public = make_release_key(tmp_path)
     artifact = tmp_path / "a.bin"
     artifact.write_bytes(b"weights")
     for args in (("--bundle", str(fifo), "--key", str(public)), ("--key", str(fifo))):
@@ -116,7 +116,7 @@ def _silent_server() -> tuple[socket.socket, int]:
 def test_a_pull_from_an_s3_endpoint_that_never_answers_times_out(tmp_path: Path) -> None:
     server, port = _silent_server()
     try:
-        private, public = make_release_key(tmp_path)
+        _, public = make_release_key(tmp_path)
         started = time.monotonic()
         run = _cairn("pull", "m@1.0.0", "--dest", str(tmp_path / "out"), "--store", "s3://bucket/x",
                      "--key", str(public), "--state", str(tmp_path / "state.json"), "--no-progress",
@@ -233,7 +233,7 @@ def test_a_revocation_bundle_is_not_a_signature(tmp_path: Path) -> None:
 
 
 def test_an_os_error_is_an_input_error_with_its_reason(tmp_path: Path) -> None:
-    private, public = make_release_key(tmp_path)
+    _, public = make_release_key(tmp_path)
     folder = tmp_path / "bundle-dir"
     folder.mkdir()
     artifact = tmp_path / "a.bin"

@@ -49,7 +49,7 @@ def _rewrite(path: Path, change) -> None:
 def test_an_edited_verification_record_is_not_trusted(home: Path, demo: ReleaseDemo) -> None:
     summary = json.loads((home / "attested" / "digits.json").read_text())
     _rewrite(home / "store" / summary["verification"], lambda d: d["predicate"].update(reason="looks fine"))
-    with pytest.raises(UnattestedInputError, match="untrusted verification record .*changed after the ledger logged"):
+    with pytest.raises(UnattestedInputError, match=r"untrusted verification record .*changed after the ledger logged"):
         ReleaseWork(_ingestion(home), load_release_spec(demo.spec)).inputs()
 
 
@@ -66,7 +66,7 @@ def test_a_forged_screening_record_summary_and_tree_do_not_pass_a_quarantined_dr
     (home / "store" / forged_key).write_text(json.dumps(forged))
     summary["record"] = forged_key
     summary_path.write_text(json.dumps(summary))
-    with pytest.raises(UnattestedInputError, match="untrusted screening record .*not in the signed ledger"):
+    with pytest.raises(UnattestedInputError, match=r"untrusted screening record .*not in the signed ledger"):
         ReleaseWork(_ingestion(home), load_release_spec(demo.spec)).inputs()
 
 
