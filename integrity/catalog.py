@@ -190,7 +190,7 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
         raise _fail(path, f"{where}: names are lowercase letters, digits, '-' and '_' (at most 63)")
     if not isinstance(entry, Mapping):
         raise _fail(path, f"{where}: expected a mapping of fields")
-    unknown = sorted(set(entry) - _SOURCE_FIELDS)
+    unknown = sorted(str(k) for k in set(entry) - _SOURCE_FIELDS)
     if unknown:
         listed = ", ".join(map(repr, unknown))
         raise _fail(path, f"{where}: unknown field(s) {listed}; allowed: {sorted(_SOURCE_FIELDS)}")
@@ -216,7 +216,12 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
             raise _fail(path, f"{where}: only datasets have expectation suites")
         suite = Path(_text(path, where, entry, "suite"))
         suite = suite if suite.is_absolute() else suites / suite
-        if not suite.is_file():
+        try:
+            found = suite.is_file()
+        except OSError as exc:
+            raise _fail(path, f"{where}: expectation suite {str(suite)[:200]} cannot be looked up: "
+                              f"{exc.strerror or exc}") from exc
+        if not found:
             raise _fail(path, f"{where}: expectation suite {suite} does not exist")
     elif kind == "dataset":
         raise _fail(path, f"{where}: a dataset needs an expectation suite ('suite:')")
@@ -255,7 +260,7 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
     data = parse_yaml(text, artifact=path, error=CatalogError)
     if not isinstance(data, Mapping):
         raise _fail(path, "a catalog is a mapping with 'version', 'policy' and 'sources'")
-    unknown = sorted(set(data) - _TOP_FIELDS)
+    unknown = sorted(str(k) for k in set(data) - _TOP_FIELDS)
     if unknown:
         raise _fail(path, f"unknown top-level field(s) {', '.join(map(repr, unknown))}; allowed: {sorted(_TOP_FIELDS)}")
     version = data.get("version")

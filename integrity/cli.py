@@ -287,12 +287,15 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                            f"(root {proof['root']})")
         return EXIT_OK
     from integrity.catalog import cairn_home
-    from integrity.ledger import Checkpoint, default_checkpoint
+    from integrity.ledger import Checkpoint, LedgerError, default_checkpoint
 
     checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(ledger.store.url, cairn_home())
     seen = checkpoint.load()
     report = ledger.verify(seen)
     head = report.latest_head
+    if report.size and head is None:
+        raise LedgerError(f"none of the ledger's {report.size} entries is covered by a signed tree head",
+                          artifact=ledger.store.url)
     if head is not None and not args.no_checkpoint_update:
         checkpoint.save(head)
     if seen is None:
@@ -304,8 +307,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     data = {"size": report.size, "root": report.root, "heads_checked": report.heads_checked,
             "latest_head": head.as_dict() if head else None, "checkpoint": str(checkpoint.path),
             "checkpoint_size": seen.size if seen else None, "cannot_rule_out": limits}
-    _emit(args, data, f"ledger OK: {report.size} entries, root {report.root}, "
-                      f"{report.heads_checked} signed tree heads consistent\nCANNOT RULE OUT: {limits}\n"
+    data["unsigned_tail"] = report.unsigned_tail
+    tail = (f"\nWARNING: {report.unsigned_tail} entries after the newest signed head are not covered by a "
+            "signature (an interrupted append, or written around Cairn): nothing trusts them until the next "
+            "signed head" if report.unsigned_tail else "")
+    _emit(args, data, f"ledger OK: {report.signed_size} entries under signed heads, root {head.root if head else '-'}, "
+                      f"{report.heads_checked} signed tree heads consistent{tail}\nCANNOT RULE OUT: {limits}\n"
                       f"checkpoint: {checkpoint.path}")
     return EXIT_OK
 

@@ -209,6 +209,14 @@ class LedgerReport:
     root: str
     heads_checked: int
     latest_head: TreeHead | None
+    #: Entries after the newest signed head: an append interrupted before it signed (kill -9), or
+    #: entries written around Cairn. Nothing trusts them until a signed head covers them.
+    unsigned_tail: int = 0
+
+    @property
+    def signed_size(self) -> int:
+        """How many entries the newest signed head covers (the only ones anything may trust)."""
+        return self.latest_head.size if self.latest_head is not None else 0
 
 
 class Ledger:
@@ -291,7 +299,8 @@ class Ledger:
             try:
                 data = self.store.backend.read_bytes(name)
             except StoreError as exc:
-                raise LedgerError(f"entry {index} is missing", artifact=self.store.backend.describe(name)) from exc
+                raise LedgerError(f"entry {index} cannot be read: {exc.reason}",
+                                  artifact=self.store.backend.describe(name)) from exc
             frontier = frontier_push(frontier, index, leaf_hash(_canonical(safeio.loads(data))))
         unsigned = TreeHead(size, frontier_root(frontier).hex(), datetime.now(UTC).isoformat(),
                             key_fingerprint(key.public_key()), "")
@@ -355,8 +364,6 @@ class Ledger:
                 raise LedgerError(f"entry {position} was edited: its data no longer matches its digest")
             leaves.append(leaf_hash(_canonical(entry)))
         heads = self.heads()
-        if entries and not heads:
-            raise LedgerError("the ledger has entries but no signed tree head")
         previous: TreeHead | None = None
         for head in heads:
             self._check_signature(head)
@@ -373,29 +380,30 @@ class Ledger:
                     raise LedgerError(f"tree heads {previous.size} and {head.size} are not consistent")
             previous = head
         latest = heads[-1] if heads else None
-        if latest is not None and latest.size != len(leaves):
-            raise LedgerError(f"{len(leaves) - latest.size} entries were appended without a signed tree head")
+        signed = latest.size if latest is not None else 0
         if checkpoint is not None:
             self._check_signature(checkpoint)
-            if checkpoint.size > len(leaves):
-                raise LedgerError(f"the ledger has {len(leaves)} entries, but this verifier already saw a signed "
-                                  f"head of size {checkpoint.size}: entries and heads were removed (truncation)",
-                                  artifact=self.store.url)
+            if checkpoint.size > signed:
+                raise LedgerError(f"the ledger's signed heads cover {signed} entries, but this verifier already saw "
+                                  f"a signed head of size {checkpoint.size}: entries and heads were removed "
+                                  "(truncation)", artifact=self.store.url)
             if merkle_root(leaves[: checkpoint.size]).hex() != checkpoint.root:
                 raise LedgerError(f"the first {checkpoint.size} entries no longer match the signed head this "
                                   "verifier saw before (history rewritten)", artifact=self.store.url)
-        return LedgerReport(len(leaves), merkle_root(leaves).hex(), len(heads), latest)
+        return LedgerReport(len(leaves), merkle_root(leaves).hex(), len(heads), latest, len(leaves) - signed)
 
     def prove_inclusion(self, index: int) -> dict[str, Any]:
         """An inclusion proof for one entry against the latest signed head, checked before it is returned."""
         report = self.verify()
-        leaves = self.leaves()
-        if not 0 <= index < report.size or report.latest_head is None:
-            raise LedgerError(f"no entry {index} under a signed tree head (size {report.size})")
+        size = report.signed_size
+        leaves = self.leaves()[:size]
+        if not 0 <= index < size or report.latest_head is None:
+            raise LedgerError(f"no entry {index} under a signed tree head (signed size {size})")
+        root = report.latest_head.root
         proof = inclusion_proof(index, leaves)
-        if not verify_inclusion(index, report.size, leaves[index], proof, bytes.fromhex(report.root)):
+        if not verify_inclusion(index, size, leaves[index], proof, bytes.fromhex(root)):
             raise LedgerError(f"entry {index} is not included in the tree")
-        return {"index": index, "size": report.size, "root": report.root, "leaf": leaves[index].hex(),
+        return {"index": index, "size": size, "root": root, "leaf": leaves[index].hex(),
                 "proof": [p.hex() for p in proof], "head": report.latest_head.as_dict()}
 
 

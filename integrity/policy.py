@@ -275,7 +275,7 @@ def _fields(
 ) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PolicyError(f"{where} must be a mapping", artifact=artifact)
-    unknown = sorted(set(value) - allowed)
+    unknown = sorted(str(key) for key in set(value) - allowed)
     if unknown:
         raise PolicyError(
             f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})",

@@ -156,7 +156,7 @@ def _params(kind: Any, values: Any, where: str, path: Path | None) -> Any:
     if not isinstance(values, dict):
         raise ReleaseSpecError(f"{where} must be a mapping", artifact=path)
     allowed = {f.name: f for f in fields(kind)}
-    unknown = sorted(set(values) - set(allowed))
+    unknown = sorted(str(k) for k in set(values) - set(allowed))
     if unknown:
         raise ReleaseSpecError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(allowed)})",
                                artifact=path)
@@ -227,7 +227,7 @@ def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
     data = parse_yaml(text, artifact=path, error=ReleaseSpecError)
     if not isinstance(data, dict):
         raise ReleaseSpecError("a release spec is a mapping", artifact=path)
-    unknown = sorted(set(data) - _TOP_FIELDS)
+    unknown = sorted(str(k) for k in set(data) - _TOP_FIELDS)
     if unknown:
         raise ReleaseSpecError(f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_TOP_FIELDS))})",
                                artifact=path)

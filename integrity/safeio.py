@@ -88,8 +88,9 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
-            except TypeError:
-                duplicate = False
+            except TypeError as exc:
+                raise yaml.constructor.ConstructorError(None, None, f"unhashable mapping key ({exc})",
+                                                        key_node.start_mark) from exc
             if duplicate:
                 line = key_node.start_mark.line + 1
                 raise yaml.constructor.ConstructorError(

@@ -179,7 +179,7 @@ class LoggedRecords:
                                       artifact=ledger.store.url) from exc
         self.store = ledger.store
         self.digests: dict[str, set[str]] = {}
-        for entry in ledger.entries()[: report.size]:
+        for entry in ledger.entries()[: report.signed_size]:
             data = entry.get("data") or {}
             if isinstance(data.get("record"), str) and isinstance(data.get("sha256"), str):
                 self.digests.setdefault(data["record"], set()).add(data["sha256"])
@@ -206,16 +206,16 @@ class LoggedRecords:
         return raw
 
 
-def release_entries(ledger: Ledger, model: str) -> list[dict[str, Any]]:
-    """The ledger's publication entries of one model (data only), in log order."""
-    return [dict(e.get("data") or {}) for e in ledger.entries()
+def release_entries(ledger: Ledger, model: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+    """The ledger's publication entries of one model (data only), in log order (the first ``limit`` entries)."""
+    return [dict(e.get("data") or {}) for e in ledger.entries()[:limit]
             if e.get("kind") == "release" and (e.get("data") or {}).get("model") == model]
 
 
 def check_release_in_ledger(ledger: Ledger, index: Any, *, latest: bool) -> None:
     """The verified ledger must hold this exact index for the version, and none newer for a latest pull."""
-    ledger.verify()
-    entries = release_entries(ledger, index.model)
+    report = ledger.verify()
+    entries = release_entries(ledger, index.model, limit=report.signed_size)
     logged = [e for e in entries if e.get("version") == index.version]
     if not logged:
         raise UnloggedReleaseError(f"{index.reference} is not in the transparency ledger", artifact=index.reference)

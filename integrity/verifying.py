@@ -149,7 +149,7 @@ class _Bundle:
                 raise BundleFormatError("DSSE envelope must carry exactly one signature", artifact=self.path)
             signature = base64.b64decode(signatures[0]["sig"], validate=True)
             payload_type = envelope["payloadType"]
-        except (KeyError, TypeError, binascii.Error) as exc:
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise BundleFormatError(f"DSSE envelope is malformed ({exc!r})", artifact=self.path) from exc
         if not isinstance(payload_type, str):
             raise BundleFormatError("DSSE payloadType is not a string", artifact=self.path)

@@ -469,7 +469,7 @@ def _dtype_itemsize(dtype: Val | None) -> int | None:
     if text.startswith("O"):
         return -1
     kind, digits = text[:1], text[1:]
-    if kind not in _NUMPY_KINDS or (digits and not digits.isdigit()):
+    if kind not in _NUMPY_KINDS or (digits and not (digits.isascii() and digits.isdigit())):
         return None
     if kind == "b":
         return 1

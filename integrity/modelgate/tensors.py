@@ -122,7 +122,7 @@ def _npy_itemsize(descr: Any) -> int | None:
         kind, digits = text[0], text[1:].split("[")[0]
         if kind == "O":
             return -1
-        if kind not in NPY_KINDS or (digits and not digits.isdigit()):
+        if kind not in NPY_KINDS or (digits and not (digits.isascii() and digits.isdigit())):
             return None
         if kind == "b":
             return 1
@@ -155,6 +155,9 @@ def scan_npy(handle: BinaryIO, size: int, where: str, out: Findings) -> None:
         out.add(where, 6, "npy.header", f"unknown .npy version {head[6:8]!r}")
         return
     raw = handle.read(2 if major == 1 else 4)
+    if len(raw) != (2 if major == 1 else 4):
+        out.add(where, 8, "npy.header", "the file ends inside the header length")
+        return
     length = struct.unpack("<H" if major == 1 else "<I", raw)[0]
     start = 8 + len(raw) + length
     if start > size or length > 1 << 20:
