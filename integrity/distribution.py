@@ -896,7 +896,8 @@ def _check_request(index: ReleaseIndex, model: str, version: str | None) -> None
     if index.model != model or (version is not None and index.version != version):
         raise RollbackError(
             f"asked for {asked}, but the signed index the store serves is {index.reference} (sequence "
-            f"{index.sequence}): a publication record was copied over another version's", artifact=asked,
+            f"{index.sequence}): an index was replayed under another version (a publication record copied over "
+            "another's)", artifact=asked,
             advice="Do not install it. Report the store as tampered with; the release manager must republish.")
 
 
