@@ -24,6 +24,7 @@ from integrity.signing import KeySigner, key_fingerprint, load_public_key
 from integrity.store import blob_key, open_store
 from integrity.store_check import verify_store
 from tests.support.distribution import make_release_key
+from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
 CLI = [sys.executable, "-m", "integrity.cli"]
 
@@ -240,3 +241,20 @@ def test_an_os_error_is_an_input_error_with_its_reason(tmp_path: Path) -> None:
     artifact.write_bytes(b"x")
     run = _cairn("verify", str(artifact), "--bundle", str(folder), "--key", str(public))
     assert run.returncode == 2 and "unexpected" not in run.stderr, run.stderr
+
+
+def test_store_verify_on_s3_sets_aside_and_heals(tmp_path: Path, s3_bucket: S3Bucket) -> None:  # noqa: F811
+    store = open_store(f"{s3_bucket.url}/st")
+    good = tmp_path / "w.bin"
+    good.write_bytes(b"weights" * 500)
+    stored = store.put_trusted(good)
+    key = f"st/{blob_key('trusted', stored.digest)}"
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=key, Body=b"rotten")
+    report = verify_store(store)
+    assert not report.ok and "moved_to" in report.problems[0]
+    assert report.problems[0]["moved_to"].startswith(f"s3://{s3_bucket.name}/st/corrupt/")
+    assert verify_store(store).ok
+    store.put_trusted(good)
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=key, Body=b"rotten again")
+    store.put_trusted(good)  # heals the address directly
+    assert s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read() == good.read_bytes()
