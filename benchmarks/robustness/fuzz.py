@@ -105,6 +105,13 @@ def _save(out: Path | None, name: str, data: bytes, kind: str) -> None:
 _ENTRY = """
 import sys, atheris
 with atheris.instrument_imports(include=["integrity"]):
+    # Imported here, inside the block, so that their code is instrumented for coverage feedback
+    # (the targets import them lazily, which would be too late).
+    import integrity.catalog, integrity.distribution, integrity.ledger, integrity.policy
+    import integrity.release_spec, integrity.safeio, integrity.verifying
+    import integrity.modelgate.archives, integrity.modelgate.graphs, integrity.modelgate.keras
+    import integrity.modelgate.oracle, integrity.modelgate.pickles, integrity.modelgate.scanner
+    import integrity.modelgate.templates, integrity.modelgate.tensors, integrity.modelgate.textformats
     from benchmarks.robustness.targets import TARGETS, call
 target = TARGETS[sys.argv[1]]
 def one(data):
