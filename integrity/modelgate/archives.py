@@ -96,6 +96,8 @@ def _read_zip(handle: BinaryIO, size: int, where: str, out: Findings, limits: Li
     saturated = count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
     if locator[:4] == EOCD64_LOCATOR:
         (record,) = _u("<Q", locator, 8)
+        if record > size - 56:
+            raise ZipError(f"zip64 locator points at offset {record}, outside the file")
         handle.seek(record)
         head = handle.read(56)
         if head[:4] != EOCD64:
@@ -175,6 +177,8 @@ def _zip64(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int,
 
 
 def _check_local(handle: BinaryIO, size: int, member: ZipMember, raw_name: bytes, where: str, out: Findings) -> None:
+    if not 0 <= member.header_offset <= size - 30:
+        raise ZipError(f"member {member.name!r}: local header offset {member.header_offset} is outside the file")
     handle.seek(member.header_offset)
     head = handle.read(30)
     if head[:4] != LOCAL:
