@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.robustness.faults import kill_trials, new_world, s3_trials
+from benchmarks.robustness.faults import ingest_kill_trials, kill_trials, new_world, s3_trials
 from benchmarks.robustness.fuzz import run_atheris, run_mutation
 from benchmarks.robustness.targets import TARGETS
 
@@ -22,20 +22,24 @@ from benchmarks.robustness.targets import TARGETS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fuzz-seconds", type=float, default=60.0, help="per target and engine (default 60)")
-    parser.add_argument("--engines", default="atheris,mutation", help="atheris, mutation or both (comma-separated)")
+    parser.add_argument("--engines", default="atheris,mutation", help="atheris, mutation, both (comma-separated) or none")
     parser.add_argument("--targets", default="", help="comma-separated fuzz targets (default: all)")
     parser.add_argument("--s3-trials", default="all", help="'all' combinations of operation x fault x request, or N")
-    parser.add_argument("--kill-trials", type=int, default=100)
+    parser.add_argument("--kill-trials", type=int, default=100, help="kill -9 during publish")
+    parser.add_argument("--ingest-kill-trials", type=int, default=30,
+                        help="kill -9 during ingest (fetch, verify, validate, attest), ~25 s each")
     parser.add_argument("--quick", action="store_true", help="10 s per target, 40 S3 trials, 20 kill trials")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results"))
     args = parser.parse_args(argv)
     if args.quick:
-        args.fuzz_seconds, args.s3_trials, args.kill_trials = 10.0, "40", 20
+        args.fuzz_seconds, args.s3_trials, args.kill_trials, args.ingest_kill_trials = 10.0, "40", 20, 3
     names = [t for t in args.targets.split(",") if t] or list(TARGETS)
     found = Path(tempfile.mkdtemp(prefix="cairn-robustness-found-"))
     started = time.monotonic()
     fuzz = []
-    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip() and e.strip() != "none"]:
+        if engine not in ("atheris", "mutation"):
+            parser.error(f"unknown engine {engine!r} (atheris, mutation or none)")
         for name in names:
             if engine == "atheris":
                 try:
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         s3 = [t.as_dict() for t in s3_trials(world, limit=limit)]
         print(f"s3 faults: {len(s3)} trials", flush=True)
         kills = [t.as_dict() for t in kill_trials(world, args.kill_trials)]
+        if args.ingest_kill_trials:
+            kills += [t.as_dict() for t in ingest_kill_trials(world, args.ingest_kill_trials)]
         print(f"kill -9: {len(kills)} trials", flush=True)
     finally:
         world.close()
@@ -107,9 +113,12 @@ def markdown(report: dict) -> str:
     for (operation, fault, outcome), items in sorted(groups.items()):
         lines.append(f"| {operation} | {fault} | {outcome} | {len(items)} | {sum(t['partial'] for t in items)} | "
                      f"{sum(not t['healed'] for t in items)} |")
-    lines += ["", "## kill -9", "", f"{len(report['kill9'])} trials; killed mid-way: "
-              f"{sum(t['injected'] for t in report['kill9'])}; inconsistent: "
-              f"{sum(bool(t['problems']) for t in report['kill9'])}.", ""]
+    lines += ["", "## kill -9", "", "| operation | trials | killed mid-way | inconsistent |", "|---|---|---|---|"]
+    for operation in sorted({t["operation"] for t in report["kill9"]}):
+        items = [t for t in report["kill9"] if t["operation"] == operation]
+        lines.append(f"| {operation} | {len(items)} | {sum(t['injected'] for t in items)} | "
+                     f"{sum(bool(t['problems']) for t in items)} |")
+    lines.append("")
     problems = [t for t in report["s3_faults"] + report["kill9"] if t["problems"]]
     if problems:
         lines += ["## Problems", ""] + [f"- {t['operation']} {t['fault']} @{t['at']}: {t['problems']}"

@@ -401,3 +401,103 @@ def _check_local(world: World, root: Path, trial: Trial) -> None:
 
 def new_world() -> World:
     return World(Path(tempfile.mkdtemp(prefix="cairn-faults-")))
+
+
+# -- kill -9 during ingestion (fetch, verify, validate, attest) --------------------------------------------
+
+INGEST_SOURCE = "breast-cancer"
+
+
+def _staged_home(root: Path) -> Path:
+    from integrity.demo import stage_demo
+
+    base = root / "staged-base"
+    if not base.exists():
+        stage_demo(base)
+    return base
+
+
+def _ingest_command(home: Path) -> list[str]:
+    return [sys.executable, "-m", "integrity.cli", "ingest", "run", "--source", INGEST_SOURCE, "--catalog",
+            str(REPO / "pipelines" / "catalogs" / "demo.yaml"), "--home", str(home)]
+
+
+def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> None:
+    """Store and ledger verify; an attestation that is visible must resolve as a training input."""
+    from integrity.catalog import load_catalog
+    from integrity.errors import CairnError
+    from integrity.ingest import Ingestion
+    from integrity.ledger import Ledger
+    from integrity.release_spec import InputRef
+    from integrity.store import open_store
+    from integrity.store_check import verify_store
+    from integrity.training import resolve_input
+
+    store_path = home / "store"
+    if not store_path.exists():
+        if must_be_attested:
+            trial.healed = False
+            trial.problems.append("no store after the rerun")
+        return
+    store = open_store(store_path)
+    try:
+        if any(True for _ in store.backend.list_keys("ledger/entries/")):
+            Ledger(store, public_key=home / "keys" / "ledger.pub").verify()
+        if not verify_store(store, quarantine=False).ok:
+            trial.verified = False
+            trial.problems.append("store verify failed")
+    except CairnError as exc:
+        trial.verified = False
+        trial.problems.append(f"ledger/store verify: {exc.summary()}")
+    try:
+        ingestion = Ingestion.open(load_catalog(REPO / "pipelines" / "catalogs" / "demo.yaml", root=home,
+                                                strict=False), home=home, store=str(store_path))
+        source = ingestion.catalog.source(INGEST_SOURCE)
+        if ingestion.attested_record(source) is not None:
+            resolve_input(ingestion, InputRef(INGEST_SOURCE, "training-data"))
+        elif must_be_attested:
+            trial.healed = False
+            trial.problems.append("not attested after the rerun")
+    except CairnError as exc:
+        trial.partial = True
+        trial.problems.append(f"a visible attestation does not resolve: {exc.summary()}")
+
+
+def ingest_kill_trials(world: World, count: int, *, seed: int = 0,
+                       progress: Callable[[Trial], None] | None = None) -> list[Trial]:
+    """``cairn ingest run`` of one dataset killed with SIGKILL at a random moment, checked, rerun, checked."""
+    rng = random.Random(seed)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = _staged_home(world.root)
+    probe = world.root / "ingest-probe"
+    shutil.copytree(base, probe)
+    started = time.monotonic()
+    subprocess.run(_ingest_command(probe), env=env, check=True, capture_output=True)
+    duration = time.monotonic() - started
+    shutil.rmtree(probe, ignore_errors=True)
+    trials = []
+    for number in range(count):
+        home = world.root / f"ingest-kill-{number}"
+        shutil.copytree(base, home)
+        delay = rng.uniform(0.2, duration)
+        child = subprocess.Popen(_ingest_command(home), env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        killed = child.poll() is None
+        if killed:
+            child.send_signal(signal.SIGKILL)
+        child.wait()
+        trial = Trial("ingest+attest (local store)", "kill -9", round(delay * 1000), killed,
+                      "killed" if killed else "finished first")
+        _check_ingestion(home, trial, must_be_attested=False)
+        rerun = subprocess.run(_ingest_command(home), env=env, capture_output=True, text=True)
+        if rerun.returncode != 0:
+            trial.healed = False
+            trial.problems.append(f"rerun exit {rerun.returncode}: {rerun.stdout.strip().splitlines()[-2:]}")
+        _check_ingestion(home, trial, must_be_attested=True)
+        if not trial.problems:
+            shutil.rmtree(home, ignore_errors=True)
+        trials.append(trial)
+        if progress:
+            progress(trial)
+    return trials
