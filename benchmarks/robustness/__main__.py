@@ -22,7 +22,7 @@ from benchmarks.robustness.targets import TARGETS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fuzz-seconds", type=float, default=60.0, help="per target and engine (default 60)")
-    parser.add_argument("--engines", default="atheris,mutation", help="atheris, mutation, both (comma-separated) or none")
+    parser.add_argument("--engines", default="atheris,mutation", help="atheris, mutation, both or none")
     parser.add_argument("--targets", default="", help="comma-separated fuzz targets (default: all)")
     parser.add_argument("--s3-trials", default="all", help="'all' combinations of operation x fault x request, or N")
     parser.add_argument("--kill-trials", type=int, default=100, help="kill -9 during publish")
