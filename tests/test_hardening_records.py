@@ -12,7 +12,7 @@ from integrity.ingest import Ingestion
 from integrity.release import ReleaseWork
 from integrity.release_spec import load_release_spec
 from integrity.training import UnattestedInputError
-from tests.support.release_demo import REPO, ReleaseDemo, shared_release_demo
+from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
 
 CATALOG = REPO / "pipelines" / "catalogs" / "demo.yaml"
 
@@ -26,13 +26,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
 
 @pytest.fixture
 def home(demo: ReleaseDemo, tmp_path: Path) -> Path:
-    copy = tmp_path / "home"
-
-    def top_level(folder: str, names: list[str]) -> set[str]:
-        return {"dagster", "releases"} & set(names) if Path(folder) == demo.home else set()
-
-    shutil.copytree(demo.home, copy, ignore=top_level, symlinks=True)
-    return copy
+    return private_home(demo, tmp_path / "home")
 
 
 def _ingestion(home: Path) -> Ingestion:

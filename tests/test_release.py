@@ -31,7 +31,7 @@ from integrity.training import (
     resolve_inputs,
     safetensors_bytes,
 )
-from tests.support.release_demo import REPO, ReleaseDemo, shared_release_demo, tiny_spec
+from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo, tiny_spec
 
 CATALOG = REPO / "pipelines" / "catalogs" / "demo.yaml"
 
@@ -46,13 +46,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
 @pytest.fixture
 def home(demo: ReleaseDemo, tmp_path: Path) -> Path:
     """A private copy of the demo home (without the Dagster instance), so a test may break it."""
-    copy = tmp_path / "home"
-
-    def top_level(folder: str, names: list[str]) -> set[str]:
-        return {"dagster", "releases"} & set(names) if Path(folder) == demo.home else set()
-
-    shutil.copytree(demo.home, copy, ignore=top_level, symlinks=True)
-    return copy
+    return private_home(demo, tmp_path / "home")
 
 
 def _work(home: Path, spec: Path, **gate: object) -> ReleaseWork:

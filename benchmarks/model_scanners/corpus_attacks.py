@@ -11,12 +11,17 @@ import io
 import json
 import pickle
 import struct
-import tarfile
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.model_scanners.corpus import _npy_bytes as _npy
+from benchmarks.model_scanners.corpus import _safetensors_bytes
+from benchmarks.model_scanners.corpus import gguf_bytes as _gguf
+from benchmarks.model_scanners.corpus import tar_with as _tar
+from benchmarks.model_scanners.corpus import zip_with as _zip
 
 Add = Callable[[str, Any, str, str], None]
 
@@ -36,36 +41,10 @@ P0_AFTER_TEXT = b"(S'# model notes'\n1(S'id'\nisubprocess\ngetoutput\n."
 P0_BENIGN = pickle.dumps({"weights": [0.5] * 8, "names": ["a", "b"]}, protocol=0)
 
 
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _zip(members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
-        for name, data in members:
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data,
-                             compress_type=compression)
-    return buffer.getvalue()
-
-
 def _safetensors(values: dict[str, list[float]]) -> bytes:
-    header: dict[str, Any] = {}
-    data = b""
-    for name, floats in values.items():
-        raw = struct.pack(f"<{len(floats)}f", *floats)
-        header[name] = {"dtype": "F32", "shape": [len(floats)], "data_offsets": [len(data), len(data) + len(raw)]}
-        data += raw
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + data
+    import numpy as np
+
+    return _safetensors_bytes({name: np.array(floats, dtype=np.float32) for name, floats in values.items()})
 
 
 def _hf_folder(extra: dict[str, bytes]) -> Callable[[Path], None]:
@@ -93,25 +72,6 @@ def _hf_folder(extra: dict[str, bytes]) -> Callable[[Path], None]:
 def _keras_zip(config_text: bytes) -> bytes:
     metadata = json.dumps({"keras_version": "3.3.3", "date_saved": "2024-01-01@00:00:00"}).encode()
     return _zip([("metadata.json", metadata), ("config.json", config_text)])
-
-
-def _gguf(tmp: Path, template: str | None, tensors: bool = True) -> bytes:
-    import gguf
-    import numpy as np
-
-    path = tmp / "attack.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    if template is not None:
-        writer.add_chat_template(template)
-    if tensors:
-        writer.add_tensor("w", np.ones((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    data = path.read_bytes()
-    path.unlink()
-    return data
 
 
 def scratch_bomb(members: int = 16, member_size: int = 60 << 20) -> bytes:
@@ -263,12 +223,5 @@ def build_attack_samples(bad: Add, good: Add, tmp: Path) -> None:
         "chat_template.jinja": CHATML.encode(), "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}'}),
         "benign", "Hugging Face folder: configs, tokenizer, README, LICENSE, YAML, TOML, chat template, model.sig")
     good("benign/zip_many_small.zip", _zip([(f"part{i}.npy", _npy(np.arange(16) + i)) for i in range(40)],
-                                           zipfile.ZIP_DEFLATED), "benign", "zip of 40 small compressed arrays")
-
-
-def _npy(array: Any) -> bytes:
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+                                           compression=zipfile.ZIP_DEFLATED), "benign",
+         "zip of 40 small compressed arrays")

@@ -198,12 +198,28 @@ class World:
         self.moto.stop()
 
 
+def _verify_ledger_and_store(store: Any, ledger_public_key: Path, trial: Trial) -> None:
+    """The ledger (when there is one) and every stored object verify; failures go into ``trial``."""
+    from integrity.errors import CairnError
+    from integrity.ledger import Ledger
+    from integrity.store_check import verify_store
+
+    try:
+        if any(True for _ in store.backend.list_keys("ledger/entries/")):
+            Ledger(store, public_key=ledger_public_key).verify()
+        report = verify_store(store, quarantine=False)
+        if not report.ok:
+            trial.verified = False
+            trial.problems.append(f"store verify: {report.problems[:2]}")
+    except CairnError as exc:
+        trial.verified = False
+        trial.problems.append(f"ledger/store verify: {exc.summary()}")
+
+
 def _check(world: World, bucket: str, trial: Trial, dest: Path | None = None) -> None:
     """Invariants without the proxy: complete-or-absent publication, verifying ledger and store."""
     from integrity.distribution import StoreSource, list_publications, pull
     from integrity.errors import CairnError
-    from integrity.ledger import Ledger
-    from integrity.store_check import verify_store
 
     store = world.store(bucket, world.endpoint)
     try:
@@ -219,17 +235,7 @@ def _check(world: World, bucket: str, trial: Trial, dest: Path | None = None) ->
         if dest.exists() or leftovers:
             trial.partial = True
             trial.problems.append(f"failed pull left {dest if dest.exists() else leftovers}")
-    try:
-        ledger = Ledger(store, public_key=world.home / "keys" / "ledger.pub")
-        if any(True for _ in store.backend.list_keys("ledger/entries/")):
-            ledger.verify()
-        report = verify_store(store, quarantine=False)
-        if not report.ok:
-            trial.verified = False
-            trial.problems.append(f"store verify: {report.problems[:2]}")
-    except CairnError as exc:
-        trial.verified = False
-        trial.problems.append(f"ledger/store verify: {exc.summary()}")
+    _verify_ledger_and_store(store, world.home / "keys" / "ledger.pub", trial)
 
 
 def _publish(world: World, store: Any) -> Any:
@@ -373,9 +379,7 @@ def kill_trials(world: World, count: int, *, seed: int = 0,
 def _check_local(world: World, root: Path, trial: Trial) -> None:
     from integrity.distribution import StoreSource, list_publications, pull
     from integrity.errors import CairnError
-    from integrity.ledger import Ledger
     from integrity.store import open_store
-    from integrity.store_check import verify_store
 
     if not root.exists():
         return
@@ -388,15 +392,7 @@ def _check_local(world: World, root: Path, trial: Trial) -> None:
     except CairnError as exc:
         trial.partial = True
         trial.problems.append(f"visible publication does not pull: {exc.summary()}")
-    try:
-        if any(True for _ in store.backend.list_keys("ledger/entries/")):
-            Ledger(store, public_key=world.home / "keys" / "ledger.pub").verify()
-        if not verify_store(store, quarantine=False).ok:
-            trial.verified = False
-            trial.problems.append("store verify failed")
-    except CairnError as exc:
-        trial.verified = False
-        trial.problems.append(f"ledger/store verify: {exc.summary()}")
+    _verify_ledger_and_store(store, world.home / "keys" / "ledger.pub", trial)
 
 
 def new_world() -> World:
@@ -427,10 +423,8 @@ def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> Non
     from integrity.catalog import load_catalog
     from integrity.errors import CairnError
     from integrity.ingest import Ingestion
-    from integrity.ledger import Ledger
     from integrity.release_spec import InputRef
     from integrity.store import open_store
-    from integrity.store_check import verify_store
     from integrity.training import resolve_input
 
     store_path = home / "store"
@@ -440,15 +434,7 @@ def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> Non
             trial.problems.append("no store after the rerun")
         return
     store = open_store(store_path)
-    try:
-        if any(True for _ in store.backend.list_keys("ledger/entries/")):
-            Ledger(store, public_key=home / "keys" / "ledger.pub").verify()
-        if not verify_store(store, quarantine=False).ok:
-            trial.verified = False
-            trial.problems.append("store verify failed")
-    except CairnError as exc:
-        trial.verified = False
-        trial.problems.append(f"ledger/store verify: {exc.summary()}")
+    _verify_ledger_and_store(store, home / "keys" / "ledger.pub", trial)
     try:
         ingestion = Ingestion.open(load_catalog(REPO / "pipelines" / "catalogs" / "demo.yaml", root=home,
                                                 strict=False), home=home, store=str(store_path))

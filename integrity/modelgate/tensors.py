@@ -261,7 +261,7 @@ def scan_gguf(handle: BinaryIO, size: int, where: str, allowlist: Allowlist, out
     if tensors == 0:
         # No tensor data section: writers end the file after the metadata, with or without padding.
         handle.seek(reader.pos)
-        if size > data_start or handle.read(size - reader.pos).strip(b"\x00"):
+        if size not in (reader.pos, data_start) or handle.read(size - reader.pos).strip(b"\x00"):
             out.add(where, reader.pos, "gguf.trailing-data", f"{size - reader.pos} bytes after the metadata of a "
                     "GGUF file without tensors")
         return

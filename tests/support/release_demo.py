@@ -65,3 +65,14 @@ def shared_release_demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo
     data = json.loads((folder / "done.json").read_text())
     return ReleaseDemo(Path(data["home"]), Path(data["spec"]), Path(data["release"]), data["returncode"],
                        data["output"])
+
+
+def private_home(demo: ReleaseDemo, dest: Path) -> Path:
+    """A private copy of the demo home (without the Dagster instance and releases), so a test may break it."""
+    import shutil
+
+    def top_level(folder: str, names: list[str]) -> set[str]:
+        return {"dagster", "releases"} & set(names) if Path(folder) == demo.home else set()
+
+    shutil.copytree(demo.home, dest, ignore=top_level, symlinks=True)
+    return dest
