@@ -13,7 +13,6 @@ Revocations are checked when a store is given (``--store``) or the home has one.
 import hashlib
 import html
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Any
 
 from integrity import safeio
 from integrity.bundle import INDEX, BundleAudit, Finding, audit_bundle
-from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, UsageError
+from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 from integrity.policy import AnyOf, PublicKey, SourcePolicy, TrustPolicy, load_policy
 from integrity.provenance import lineage_tree, render_svg
 from integrity.revocation import RevocationList
+from integrity.settings import current
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ class AuditReport:
 
 def _release_policy(policy: str | Path | None, home: Path) -> TrustPolicy:
     """Who may sign releases: ``policy``, else ``$CAIRN_RELEASE_POLICY``, else ``HOME/release-policy.yaml``."""
-    path = Path(policy or os.environ.get("CAIRN_RELEASE_POLICY") or home / "release-policy.yaml")
+    from integrity.settings import current
+
+    path = Path(policy) if policy else current(home=home).release_policy
     if not path.is_file():
         raise UsageError(f"no release policy at {path}",
                          advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
@@ -75,6 +77,47 @@ def _peek_model(release: Path, known: list[str] | None = None) -> str:
         pass
     candidates = sorted((m for m in known or [] if release.name.startswith(f"{m}-")), key=len, reverse=True)
     return candidates[0] if candidates else ""
+
+
+def _peek_version(release: Path) -> str:
+    """The version a release's index claims (verified afterwards), else empty."""
+    try:
+        data = safeio.loads((release / INDEX).read_text(encoding="utf-8"))
+        return str(data["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def revocation_store(release: Path, model: str, store: str | None, home: Path) -> tuple[str | None, str]:
+    """Which store's revocations cover ``release``, and why that one.
+
+    An explicit ``store`` wins; else the store this client pulled the release from (the pull state
+    remembers it); else the configured store (``$CAIRN_STORE``, project file, ``HOME/store``).
+    """
+    from integrity.distribution import PullState
+    from integrity.settings import current
+
+    if store:
+        return store, "given"
+    settings = current(home=home)
+    version = _peek_version(release)
+    if model and version:
+        origin = PullState(settings.pull_state).origin(f"{model}@{version}", release)
+        if origin:
+            return origin, "the store it was pulled from"
+    configured = settings.store
+    if settings.raw("store") is None and "://" not in configured and not Path(configured).is_dir():
+        return None, "no store"
+    return configured, f"the configured store ({settings.origin('store')})"
+
+
+def _published_in(store: Any, model: str, version: str) -> bool:
+    from integrity.distribution import publication_key
+
+    try:
+        return bool(model and version and store.backend.exists(publication_key(model, version)))
+    except CairnError:
+        return False
 
 
 def key_policy(model: str, public_key: str | Path) -> TrustPolicy:
@@ -112,10 +155,15 @@ def audit_release(
         model = model or _peek_model(path, list(trust.sources))
     revocations: RevocationList | None = None
     note = "not checked (no store given)"
-    store_url = store or os.environ.get("CAIRN_STORE") or (str(home / "store") if (home / "store").is_dir() else None)
+    store_url, why = revocation_store(path, model, store, home)
     if store_url and model and model in trust.sources:
-        revocations = RevocationList.load(open_store(store_url), trust.source(model).signers)
-        note = f"checked against {len(revocations)} signed revocation(s) in {store_url}"
+        opened = open_store(store_url)
+        revocations = RevocationList.load(opened, trust.source(model).signers)
+        note = f"checked against {len(revocations)} signed revocation(s) in {store_url} ({why})"
+        version = _peek_version(path)
+        if why != "given" and not _published_in(opened, model, version):
+            note += (f"; WARNING: {store_url} holds no publication of {model}@{version}, so revocations "
+                     "written where it was published are not seen: pass --store")
     audit = audit_bundle(path, trust, model or None, revocations=revocations, trusted_root=trusted_root)
     lineage = None
     try:
@@ -264,7 +312,7 @@ def revoked_exposure(*, policy: str | Path | None = None, key: str | Path | None
         trust = key_policy(model, key)
     else:
         trust = _release_policy(policy, home)
-    store_url = store or os.environ.get("CAIRN_STORE") or str(home / "store")
+    store_url = store or current(home=home).store
     artifact_store = open_store(store_url)
     exposures: dict[tuple[str, str], Exposure] = {}
     for name in sorted(trust.sources):

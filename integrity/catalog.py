@@ -20,7 +20,7 @@ goes into every ingestion record. Example::
 
 Relative file paths resolve against the catalog's *root*: the Cairn home (``$CAIRN_HOME``,
 where vendor drops land) unless the catalog says ``root:``. Suites resolve against the
-suites folder shipped with the pipelines (``pipelines/expectations``) unless absolute.
+suites folder shipped with the pipelines (``integrity/data/expectations``) unless absolute.
 """
 
 import hashlib
@@ -154,8 +154,9 @@ class Catalog:
 
 def default_suites_dir() -> Path:
     """``$CAIRN_SUITES``, else the suites kept in the repository beside the pipelines."""
-    configured = os.environ.get("CAIRN_SUITES")
-    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "pipelines" / "expectations"
+    from integrity.settings import current
+
+    return current().suites
 
 
 def resolve_uri(uri: str, root: Path) -> str:
@@ -317,4 +318,6 @@ def load_catalog(path: str | Path, *, root: Path | None = None, strict: bool = T
 
 def cairn_home() -> Path:
     """Project-local state: drops, work area, store, Dagster home (``$CAIRN_HOME``, default ``.cairn``)."""
-    return Path(os.environ.get("CAIRN_HOME", ".cairn")).resolve()
+    from integrity.settings import current
+
+    return current().home

@@ -6,7 +6,6 @@ input error. Every failure prints the artifact, the reason and what to do.
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -226,16 +225,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _ingestion(args: argparse.Namespace) -> Any:
-    from integrity.catalog import cairn_home, load_catalog
+    from integrity.catalog import load_catalog
     from integrity.ingest import Ingestion
+    from integrity.settings import current
 
-    home = Path(args.home).resolve() if args.home else cairn_home()
-    if args.catalog:
-        catalog_path = Path(args.catalog)
-    else:
-        catalog_path = Path(__file__).resolve().parent.parent / "pipelines" / "catalogs" / "demo.yaml"
-    catalog = load_catalog(catalog_path, root=home)
-    return Ingestion.open(catalog, home=home, store=args.store)
+    settings = current(home=args.home, catalog=args.catalog, store=args.store)
+    catalog = load_catalog(settings.catalog, root=settings.home)
+    return Ingestion.open(catalog, home=settings.home, store=settings.store)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -286,10 +282,12 @@ def cmd_ledger(args: argparse.Namespace) -> int:
         _emit(args, proof, f"entry {args.index} is included in the signed tree of size {proof['size']} "
                            f"(root {proof['root']})")
         return EXIT_OK
-    from integrity.catalog import cairn_home
     from integrity.ledger import Checkpoint, LedgerError, default_checkpoint
+    from integrity.settings import current
 
-    checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint(ledger.store.url, cairn_home())
+    settings = current(ledger_checkpoint=args.checkpoint)
+    configured = settings.ledger_checkpoint
+    checkpoint = Checkpoint(configured) if configured else default_checkpoint(ledger.store.url, settings.home)
     seen = checkpoint.load()
     report = ledger.verify(seen)
     head = report.latest_head
@@ -410,9 +408,13 @@ def cmd_release(args: argparse.Namespace) -> int:
     """Fine-tune, gate and release one spec without Dagster (the release assets run the same steps)."""
     from integrity.release import release_model
     from integrity.release_spec import load_release_spec
+    from integrity.settings import current
 
-    spec_path = args.spec or Path(__file__).resolve().parent.parent / "pipelines" / "releases" / "demo.yaml"
-    gate, result = release_model(_ingestion(args), load_release_spec(spec_path), log=print)
+    specs = current(release_spec=args.spec).release_specs
+    if len(specs) != 1:
+        raise UsageError(f"cairn release takes one release spec; {len(specs)} are configured",
+                         advice="Pass --spec SPEC.yaml (or set $CAIRN_RELEASE_SPEC to one file).")
+    gate, result = release_model(_ingestion(args), load_release_spec(specs[0]), log=print)
     data = {"gate": gate.as_gate(), "release": str(result.path) if result else None,
             "version": result.version if result else None}
     text = (f"released {result.path} (gate: {gate.reason})" if result else f"NOT released: {gate.reason}")
@@ -549,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("index", type=int)
         else:
             c.add_argument("--records", action="store_true", help="also check that logged records are unchanged")
-            c.add_argument("--checkpoint", default=os.environ.get("CAIRN_LEDGER_CHECKPOINT"),
+            c.add_argument("--checkpoint", default=None,
                            help="the newest signed head this client saw (default $CAIRN_LEDGER_CHECKPOINT or "
                                 "HOME/ledger-checkpoints/<store>.json); a shorter or rewritten ledger is refused")
             c.add_argument("--no-checkpoint-update", action="store_true",
@@ -575,7 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="also write a self-contained HTML report here")
 
     p = add("release", cmd_release, "fine-tune from attested inputs, gate, and write the signed release (no Dagster)")
-    p.add_argument("--spec", help="release spec YAML (default: pipelines/releases/demo.yaml)")
+    p.add_argument("--spec", help="release spec YAML (default $CAIRN_RELEASE_SPEC, else the packaged demo spec)")
     p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
     p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
     p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")

@@ -20,7 +20,6 @@ input that cannot be parsed at all raises :class:`ArtifactReadError`.
 """
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -294,7 +293,9 @@ def _expectations(suite: ExpectationSuiteSpec, columns: list[str]) -> list[Any]:
 def _run_gx(
     frame: Any, suite: ExpectationSuiteSpec, data_docs_dir: Path | None
 ) -> tuple[list[CheckOutcome], str | None]:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from integrity.settings import quiet_third_party
+
+    quiet_third_party()
     import shutil
 
     import great_expectations as gx

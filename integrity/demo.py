@@ -254,10 +254,9 @@ def _release_identity(home: Path) -> None:
     """The pipeline's release identity (``keys/release.{key,pub}``) and who may sign which model's releases."""
     from integrity.release import ensure_release_identity
     from integrity.release_spec import load_release_spec
+    from integrity.settings import current
 
-    configured = os.environ.get("CAIRN_RELEASE_SPEC")
-    specs = ([Path(p) for p in configured.split(os.pathsep) if p] if configured
-             else sorted((Path(__file__).resolve().parent.parent / "pipelines" / "releases").glob("*.yaml")))
+    specs = current().release_specs
     models = []
     for spec in specs:
         try:

@@ -840,7 +840,18 @@ class PullState:
                 f"this client already saw sequence {seen['sequence']} ({seen.get('version')}): an older index was "
                 "replayed or a newer release hidden", artifact=index.reference)
 
-    def record(self, index: ReleaseIndex) -> None:
+    def origin(self, reference: str, dest: Path) -> str | None:
+        """The store ``reference`` (model@version) was pulled from into ``dest``, if this client did that."""
+        try:
+            pinned = (self._read().get("versions") or {}).get(reference) or {}
+        except UsageError:
+            return None
+        if not isinstance(pinned, dict) or pinned.get("dest") != str(Path(dest).absolute()):
+            return None
+        origin = pinned.get("origin")
+        return origin if isinstance(origin, str) and origin else None
+
+    def record(self, index: ReleaseIndex, *, origin: str | None = None, dest: Path | None = None) -> None:
         from integrity.signing import atomic_write
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -852,15 +863,17 @@ class PullState:
             if not seen or int(seen.get("sequence", 0)) < index.sequence:
                 models[index.model] = {"sequence": index.sequence, "version": index.version,
                                        "index_sha256": index.sha256, "at": _now()}
-            data.setdefault("versions", {})[index.reference] = {"sequence": index.sequence,
-                                                                "index_sha256": index.sha256, "at": _now()}
+            entry = {"sequence": index.sequence, "index_sha256": index.sha256, "at": _now()}
+            if origin and dest is not None:
+                entry.update(origin=origin, dest=str(Path(dest).absolute()))
+            data.setdefault("versions", {})[index.reference] = entry
             atomic_write(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
 def default_pull_state() -> PullState:
-    from integrity.catalog import cairn_home
+    from integrity.settings import current
 
-    return PullState(os.environ.get("CAIRN_PULL_STATE") or cairn_home() / "pull-state.json")
+    return PullState(current().pull_state)
 
 
 # -- pulling ------------------------------------------------------------------------------------
@@ -1070,7 +1083,7 @@ def pull(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     if state is not None:
-        state.record(index)
+        state.record(index, origin=source.describe() if isinstance(source, StoreSource) else None, dest=target)
     return PullResult(index.model, index.version, index.sequence, index.sha256, target, len(index.files),
                       index.total_bytes, evidence.describe(), source.describe(), time.perf_counter() - started,
                       ledger_checked)

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,24 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
-def _home(args: argparse.Namespace) -> Path:
-    from integrity.catalog import cairn_home
+def settings(args: argparse.Namespace) -> Any:
+    """The settings with this command's flags on top (flag > environment > project file > default)."""
+    from integrity.settings import current
 
-    return Path(args.home).resolve() if getattr(args, "home", None) else cairn_home()
+    return current(home=getattr(args, "home", None), store=getattr(args, "store", None),
+                   release_policy=getattr(args, "release_policy", None), pull_state=getattr(args, "state", None),
+                   pull_timeout=getattr(args, "timeout", None), ledger_public_key=getattr(args, "ledger_key", None))
+
+
+def _home(args: argparse.Namespace) -> Path:
+    home: Path = settings(args).home
+    return home
 
 
 def _store(args: argparse.Namespace) -> Any:
     from integrity.store import open_store
 
-    return open_store(args.store or os.environ.get("CAIRN_STORE") or str(_home(args) / "store"))
+    return open_store(settings(args).store)
 
 
 def release_policy(args: argparse.Namespace, model: str | None) -> Any:
@@ -43,7 +50,7 @@ def release_policy(args: argparse.Namespace, model: str | None) -> Any:
         fingerprint = key_fingerprint(key)
         return TrustPolicy(1, {model: SourcePolicy(model, AnyOf((PublicKey(fingerprint, key),)))}, None,
                            fingerprint)
-    path = Path(args.release_policy) if getattr(args, "release_policy", None) else _home(args) / "release-policy.yaml"
+    path: Path = settings(args).release_policy
     if not path.is_file():
         raise UsageError(f"no release policy at {path}; pass --release-policy FILE or --key release.pub")
     return load_policy(path)
@@ -52,7 +59,7 @@ def release_policy(args: argparse.Namespace, model: str | None) -> Any:
 def _ledger_for_pull(args: argparse.Namespace, store: Any) -> Any:
     from integrity.ledger import Ledger
 
-    public = args.ledger_key or os.environ.get("CAIRN_LEDGER_PUBLIC_KEY")
+    public = settings(args).ledger_public_key
     if not public:
         return None
     if store is None:
@@ -110,9 +117,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
         reference = args.release
     model, version = parse_reference(reference)
     policy = release_policy(args, model)
-    state = PullState(args.state or os.environ.get("CAIRN_PULL_STATE") or _home(args) / "pull-state.json")
+    state = PullState(settings(args).pull_state)
     result = pull(source, model, version, args.dest, policy, state=state, ledger=_ledger_for_pull(args, store),
-                  progress=False if args.no_progress else None, workers=args.workers, timeout=args.timeout)
+                  progress=False if args.no_progress else None, workers=args.workers,
+                  timeout=settings(args).pull_timeout)
     _emit(args, result.as_dict(),
           f"pulled {result.reference} (sequence {result.sequence}, {result.files} files, {result.bytes} bytes) "
           f"into {result.dest}\nverified: signed by {result.signer}; every digest matches the signed index"
@@ -188,7 +196,7 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--connections", type=int, default=1,
                    help="ranged GETs per large S3 object (default 1: one GET; try 8 on AWS S3)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--timeout", type=_seconds, default=_seconds(os.environ.get("CAIRN_PULL_TIMEOUT") or "1800"),
+    p.add_argument("--timeout", type=_seconds, default=None,
                    help="seconds the whole pull may take (default $CAIRN_PULL_TIMEOUT or 1800); each request also "
                         "times out after $CAIRN_S3_TIMEOUT (20) seconds")
 

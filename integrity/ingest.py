@@ -35,6 +35,7 @@ from integrity.catalog import Catalog, Source
 from integrity.errors import ArtifactReadError, CairnError, StoreError, UsageError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.policy import TrustPolicy, load_policy
+from integrity.settings import current
 from integrity.signing import atomic_write
 from integrity.store import ArtifactStore, open_store, s3_client
 
@@ -127,8 +128,7 @@ class Ingestion:
     @classmethod
     def open(cls, catalog: Catalog, *, home: Path | None = None, store: str | None = None) -> "Ingestion":
         root = Path(home) if home is not None else catalog.root
-        return cls(catalog=catalog, home=root, store=open_store(store or os.environ.get("CAIRN_STORE") or
-                                                                str(root / "store")))
+        return cls(catalog=catalog, home=root, store=open_store(store or current(home=root).store))
 
     @property
     def policy(self) -> TrustPolicy:

@@ -13,7 +13,6 @@ GitLab, Buildkite, CircleCI, GCP). There is deliberately no interactive browser 
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +84,9 @@ def discover_identity_token(identity_token: str | None = None) -> tuple[str, str
         if not identity_token.strip():
             raise UsageError("the identity token given is empty")
         return identity_token.strip(), "the identity token argument"
-    from_env = os.environ.get(ID_TOKEN_ENV, "").strip()
+    from integrity.settings import current
+
+    from_env = current().sigstore_id_token or ""
     if from_env:
         return from_env, f"${ID_TOKEN_ENV}"
     try:

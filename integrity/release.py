@@ -12,7 +12,6 @@ Sigstore (CI). Who may sign a model's releases is ``<home>/release-policy.yaml``
 """
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -86,9 +85,12 @@ def ensure_release_identity(home: Path, models: Sequence[str]) -> Path:
 
 def release_signer(home: Path) -> Signer:
     """The pipeline's release identity (a key by default; keyless when CAIRN_RELEASE_SIGNING=keyless)."""
-    if os.environ.get("CAIRN_RELEASE_SIGNING", "key") == "keyless":
+    from integrity.settings import current
+
+    settings = current(home=home)
+    if settings.release_signing == "keyless":
         return KeylessSigner()
-    key = Path(os.environ.get("CAIRN_RELEASE_KEY") or home / RELEASE_KEY)
+    key = settings.release_key
     if not key.is_file():
         raise UsageError("no release signing key", artifact=key,
                          advice="Run `cairn demo` (it creates the demo release identity) or set CAIRN_RELEASE_KEY.")
@@ -96,7 +98,9 @@ def release_signer(home: Path) -> Signer:
 
 
 def release_policy_path(home: Path) -> Path:
-    return Path(os.environ.get("CAIRN_RELEASE_POLICY") or home / RELEASE_POLICY)
+    from integrity.settings import current
+
+    return current(home=home).release_policy
 
 
 def load_release_policy(home: Path) -> TrustPolicy:
@@ -137,7 +141,9 @@ class ReleaseWork:
 
     @property
     def releases_dir(self) -> Path:
-        return Path(os.environ.get("CAIRN_RELEASES") or self.home / "releases")
+        from integrity.settings import current
+
+        return current(home=self.home).releases
 
     def _state(self) -> dict[str, Any]:
         try:

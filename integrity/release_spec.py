@@ -1,7 +1,7 @@
 """The release spec: which model to build, from which attested inputs, how, and what it must pass.
 
 A small YAML file per released model, reviewed like code; its digest goes into the provenance
-as an external parameter. Example (``pipelines/releases/demo.yaml``)::
+as an external parameter. Example (``integrity/data/releases/demo.yaml``)::
 
     version: 1
     model: digits-classifier

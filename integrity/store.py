@@ -76,14 +76,9 @@ S3_ATTEMPTS = 3
 
 def s3_timeout() -> float:
     """The per-request S3 timeout in seconds (``$CAIRN_S3_TIMEOUT``, default 20)."""
-    raw = os.environ.get("CAIRN_S3_TIMEOUT", "")
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_S3_TIMEOUT
-    except ValueError as exc:
-        raise UsageError(f"CAIRN_S3_TIMEOUT={raw!r} is not a number of seconds") from exc
-    if not 0 < value <= 3600:
-        raise UsageError(f"CAIRN_S3_TIMEOUT={raw!r} must lie in (0, 3600] seconds")
-    return value
+    from integrity.settings import current
+
+    return current().s3_timeout
 
 
 def s3_config(endpoint_url: str | None) -> Any:
@@ -1278,13 +1273,9 @@ class ArtifactStore:
 
 def s3_endpoint(endpoint_url: str | None = None) -> str | None:
     """The S3 endpoint: explicit, else ``$CAIRN_S3_ENDPOINT_URL``, ``$AWS_ENDPOINT_URL_S3``, ``$AWS_ENDPOINT_URL``."""
-    return (
-        endpoint_url
-        or os.environ.get("CAIRN_S3_ENDPOINT_URL")
-        or os.environ.get("AWS_ENDPOINT_URL_S3")
-        or os.environ.get("AWS_ENDPOINT_URL")
-        or None
-    )
+    from integrity.settings import current
+
+    return endpoint_url or current().s3_endpoint_url
 
 
 def s3_client(endpoint_url: str | None = None) -> Any:
@@ -1305,11 +1296,13 @@ def open_store(
 ) -> ArtifactStore:
     """Open a store from a path, ``file://`` URL or ``s3://bucket/prefix``.
 
-    ``None`` means ``$CAIRN_STORE``, else ``./.cairn/store``. The S3 endpoint comes from
+    ``None`` means the configured store (:attr:`integrity.settings.Settings.store`). The S3 endpoint comes from
     ``endpoint_url``, else ``$CAIRN_S3_ENDPOINT_URL``, else ``$AWS_ENDPOINT_URL``.
     """
     if url_or_path is None or (isinstance(url_or_path, str) and not url_or_path.strip()):
-        url_or_path = os.environ.get("CAIRN_STORE") or str(DEFAULT_STORE_PATH)
+        from integrity.settings import current
+
+        url_or_path = current().store
     if isinstance(url_or_path, Path):
         return ArtifactStore(LocalBackend(url_or_path))
     text = url_or_path.strip()

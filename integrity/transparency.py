@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,13 @@ class UnloggedReleaseError(VerificationError):
 
 def ledger_key_paths(home: Path | None = None) -> tuple[Path, Path]:
     """(private, public) key paths of the ledger signer."""
-    private_env = os.environ.get(LEDGER_KEY_ENV)
-    if private_env:
-        private = Path(private_env)
-        public = Path(os.environ.get(LEDGER_PUBLIC_KEY_ENV) or private.with_suffix(".pub"))
-        return private, public
-    if home is None:
-        from integrity.catalog import cairn_home
+    from integrity.settings import current
 
-        home = cairn_home()
-    return home / "keys" / "ledger.key", home / "keys" / "ledger.pub"
+    settings = current(home=home)
+    private = settings.ledger_key
+    if private is not None:
+        return private, settings.ledger_public_key or private.with_suffix(".pub")
+    return settings.home / "keys" / "ledger.key", settings.home / "keys" / "ledger.pub"
 
 
 def _ensure_key(private: Path, public: Path) -> None:
@@ -85,7 +81,9 @@ def open_ledger(store: ArtifactStore, *, home: Path | None = None, create_key: b
 
 
 def _after_append(ledger: Ledger, head: TreeHead) -> None:
-    if os.environ.get(REKOR_URL_ENV):
+    from integrity.settings import current
+
+    if current().rekor_url:
         witness_head(ledger, head)
 
 
@@ -280,16 +278,18 @@ def witness_head(ledger: Ledger, head: TreeHead, *, url: str | None = None, time
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+    from integrity.settings import current
     from integrity.signing import load_private_key, public_key_pem
 
-    base = (url or os.environ.get(REKOR_URL_ENV) or "").rstrip("/")
+    settings = current()
+    base = (url or settings.rekor_url or "").rstrip("/")
     if not base or ledger.private_key is None:
         raise StoreError("Rekor witnessing needs $CAIRN_REKOR_URL and the ledger's private key")
     key = load_private_key(ledger.private_key)
     digest = hashlib.sha256(head.signed_part()).digest()
     signature = key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
-    cert_path = os.environ.get(REKOR_CERT_ENV)
-    verifier = Path(cert_path).read_bytes() if cert_path else public_key_pem(key.public_key())
+    cert_path = settings.ledger_cert
+    verifier = cert_path.read_bytes() if cert_path else public_key_pem(key.public_key())
     body: dict[str, Any] = {"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
         "data": {"hash": {"algorithm": "sha256", "value": digest.hex()}},
         "signature": {"content": base64.b64encode(signature).decode(),

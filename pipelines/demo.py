@@ -14,6 +14,7 @@ import dagster as dg
 from integrity.catalog import load_catalog
 from integrity.errors import EXIT_OK, EXIT_REJECTED
 from integrity.ingest import Ingestion
+from integrity.settings import current
 from pipelines.resources import DEMO_CATALOG, CairnResource
 
 DAGSTER_YAML = """# Written by `cairn demo`: a project-local Dagster instance (SQLite), no telemetry.
@@ -36,7 +37,6 @@ def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: 
     """One Dagster run over every source; failed gates skip only their own source's later steps."""
     from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
 
-    os.environ["CAIRN_HOME"] = str(home)
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     sources = load_catalog(catalog, root=home, strict=False)
     assets = [asset for source in sources for asset in build_source_assets(source)]
@@ -178,7 +178,7 @@ def distribute_demo(home: Path, releases: list[dict[str, object]]) -> list[dict[
     from integrity.store import open_store
     from integrity.transparency import open_ledger
 
-    store = open_store(os.environ.get("CAIRN_STORE") or str(home / "store"))
+    store = open_store(current(home=home).store)
     ledger = open_ledger(store, home=home)
     for row in releases:
         if row["status"] != "released":

@@ -1,19 +1,19 @@
 """Resources: where Cairn keeps its state, which catalog it ingests, which store it trusts."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from integrity.catalog import Catalog, cairn_home, load_catalog
+from integrity.catalog import Catalog, load_catalog
 from integrity.ingest import Ingestion
+from integrity.settings import current, package_data
 
 #: The catalog served when none is configured: the demo's vendor drops under the Cairn home.
-DEMO_CATALOG = Path(__file__).resolve().parent / "catalogs" / "demo.yaml"
+DEMO_CATALOG = package_data("catalogs", "demo.yaml")
 
 
 def default_catalog_path() -> Path:
-    return Path(os.environ.get("CAIRN_CATALOG") or DEMO_CATALOG)
+    return current().catalog
 
 
 def load_default_catalog() -> Catalog:
@@ -22,7 +22,7 @@ def load_default_catalog() -> Catalog:
 
 
 def _home(configured: str) -> Path:
-    return Path(configured).resolve() if configured else cairn_home()
+    return current(home=configured).home
 
 
 class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -42,4 +42,5 @@ class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_catalog(path, root=_home(self.home), strict=False)
 
     def ingestion(self) -> Ingestion:
-        return Ingestion.open(self.load_catalog(), home=_home(self.home), store=self.store or None)
+        home = _home(self.home)
+        return Ingestion.open(self.load_catalog(), home=home, store=current(home=home, store=self.store).store)

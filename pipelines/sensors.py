@@ -2,9 +2,7 @@
 
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -20,8 +18,10 @@ from pipelines.resources import CairnResource
 
 def drop_location(cairn: CairnResource) -> str:
     """``$CAIRN_DROP_LOCATION`` (a folder or ``s3://bucket/prefix``), else ``<home>/drops``."""
-    home = Path(cairn.home).resolve() if cairn.home else cairn_home()
-    return os.environ.get("CAIRN_DROP_LOCATION") or str(home / "drops")
+    from integrity.settings import current
+
+    location: str = current(home=cairn.home or None).drop_location
+    return location
 
 
 def build_drop_sensor(sources: list[Source], job: Any) -> dg.SensorDefinition:

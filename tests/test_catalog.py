@@ -8,7 +8,7 @@ from integrity.catalog import CatalogError, load_catalog, parse_catalog
 from integrity.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = REPO / "pipelines" / "catalogs" / "demo.yaml"
+DEMO = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 
 def _catalog(tmp_path: Path, body: str) -> Path:

@@ -12,7 +12,7 @@ from integrity.datasets import load_suite, validate_dataset
 from integrity.demo import _write_breast_cancer, _write_dicom, _write_digits
 from integrity.errors import ArtifactReadError, UsageError
 
-SUITES = Path(__file__).resolve().parent.parent / "pipelines" / "expectations"
+SUITES = Path(__file__).resolve().parent.parent / "integrity" / "data" / "expectations"
 
 
 @pytest.fixture(scope="module")

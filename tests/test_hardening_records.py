@@ -14,7 +14,7 @@ from integrity.release_spec import load_release_spec
 from integrity.training import UnattestedInputError
 from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
 
-CATALOG = REPO / "pipelines" / "catalogs" / "demo.yaml"
+CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")

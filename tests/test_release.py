@@ -33,7 +33,7 @@ from integrity.training import (
 )
 from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo, tiny_spec
 
-CATALOG = REPO / "pipelines" / "catalogs" / "demo.yaml"
+CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_the_release_policy_and_revocations_guard_the_release_step(home: Path, d
 
 
 def test_release_spec_is_strict(tmp_path: Path) -> None:
-    spec = load_release_spec(REPO / "pipelines" / "releases" / "demo.yaml")
+    spec = load_release_spec(REPO / "integrity" / "data" / "releases" / "demo.yaml")
     assert spec.version_for(3) == "1.0.3"
     assert [i.ref for i in spec.inputs] == ["efficientnet-lite0/backdoor_scanned", "digits/screened"]
     assert parse_release_spec(b"version: 1\nmodel: m\nrelease: '1'\nbase_model: b\ndatasets: [d/screened]\n"

@@ -415,7 +415,7 @@ def _staged_home(root: Path) -> Path:
 
 def _ingest_command(home: Path) -> list[str]:
     return [sys.executable, "-m", "integrity.cli", "ingest", "run", "--source", INGEST_SOURCE, "--catalog",
-            str(REPO / "pipelines" / "catalogs" / "demo.yaml"), "--home", str(home)]
+            str(REPO / "integrity" / "data" / "catalogs" / "demo.yaml"), "--home", str(home)]
 
 
 def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> None:
@@ -436,7 +436,7 @@ def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> Non
     store = open_store(store_path)
     _verify_ledger_and_store(store, home / "keys" / "ledger.pub", trial)
     try:
-        ingestion = Ingestion.open(load_catalog(REPO / "pipelines" / "catalogs" / "demo.yaml", root=home,
+        ingestion = Ingestion.open(load_catalog(REPO / "integrity" / "data" / "catalogs" / "demo.yaml", root=home,
                                                 strict=False), home=home, store=str(store_path))
         source = ingestion.catalog.source(INGEST_SOURCE)
         if ingestion.attested_record(source) is not None:

@@ -53,8 +53,8 @@ def build() -> dict[str, list[bytes]]:
         "json": [b'{"a": [1, 2.5, "x", null, true]}', b"[]"],
         "yaml": [b"version: 1\nsources:\n  a: {kind: dataset}\n", b"- a\n- b\n"],
         "trust-policy": [b"version: 1\nsources:\n  v:\n    digests: ['sha256:" + b"0" * 64 + b"']\n"],
-        "catalog": [(REPO / "pipelines" / "catalogs" / "demo.yaml").read_bytes()],
-        "release-spec": [p.read_bytes() for p in sorted((REPO / "pipelines" / "releases").glob("*.yaml"))],
+        "catalog": [(REPO / "integrity" / "data" / "catalogs" / "demo.yaml").read_bytes()],
+        "release-spec": [p.read_bytes() for p in sorted((REPO / "integrity" / "data" / "releases").glob("*.yaml"))],
     }
     try:
         import onnx  # noqa: F401 - the test extra writes the seed

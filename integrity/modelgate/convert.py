@@ -22,6 +22,7 @@ from typing import Any
 
 from integrity.errors import VerificationError
 from integrity.hashing import IN_TOTO_STATEMENT_TYPE, sha256_file
+from integrity.settings import subprocess_path
 
 CONVERSION_PREDICATE_TYPE = "https://cairn.dev/attestations/conversion/v1"
 TORCH_FORMATS = ("pytorch-zip", "pytorch-legacy")
@@ -235,7 +236,7 @@ def _decompressed(source: Path, kind: str, scratch: Path) -> Path:
 
 def _run_child(loadable: Path, partial: Path, kind: str, allowlist: Path, timeout: float, memory_limit_mb: int,
                source: Path) -> "subprocess.CompletedProcess[str]":
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "no_proxy": "*", "NO_PROXY": "*",
+    env = {"PATH": subprocess_path(), "no_proxy": "*", "NO_PROXY": "*",
            "OMP_NUM_THREADS": "1", "PYTHONNOUSERSITE": "1", "HOME": str(partial.parent)}
     file_limit = max(4 * loadable.stat().st_size, 64 << 20)
     try:

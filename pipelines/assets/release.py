@@ -20,19 +20,17 @@ import dagster as dg
 
 from integrity.errors import CairnError
 from integrity.release_spec import InputRef, ReleaseSpec, ReleaseSpecError, load_release_spec
+from integrity.settings import current, package_data
 from pipelines.resources import CairnResource
 
-RELEASES_DIR = Path(__file__).resolve().parent.parent / "releases"
+RELEASES_DIR = package_data("releases")
 RELEASE_GROUP = "releases"
 GATE_CHECK = "release_gate"
 
 
 def default_release_spec_paths() -> list[Path]:
-    """``$CAIRN_RELEASE_SPEC`` (paths separated by ``os.pathsep``), else every spec in pipelines/releases."""
-    configured = os.environ.get("CAIRN_RELEASE_SPEC")
-    if configured:
-        return [Path(p) for p in configured.split(os.pathsep) if p]
-    return sorted(RELEASES_DIR.glob("*.yaml"))
+    """``$CAIRN_RELEASE_SPEC`` (paths separated by ``os.pathsep``), else every spec in integrity/data/releases."""
+    return current().release_specs
 
 
 def model_key(spec: ReleaseSpec) -> str:
@@ -239,7 +237,6 @@ def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | N
     from pipelines.assets.ingestion import build_source_assets
     from pipelines.demo import dagster_home
 
-    os.environ["CAIRN_HOME"] = str(home)
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     sources = load_catalog(catalog, root=home, strict=False)
     upstream = [asset for source in sources for asset in build_source_assets(source)]

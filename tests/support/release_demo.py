@@ -18,7 +18,7 @@ import yaml
 from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_SPEC = REPO / "pipelines" / "releases" / "demo.yaml"
+DEMO_SPEC = REPO / "integrity" / "data" / "releases" / "demo.yaml"
 MODEL = "digits-classifier"
 
 
