@@ -1,46 +1,55 @@
 """Cairn's integrity library: hash, sign, verify and store third-party ML artifacts.
 
-It never imports Dagster; the pipeline in ``pipelines/`` builds on it. The public API
-is small: hashing into manifests, signing them, verifying against a trust policy,
-and the errors that say why something was rejected.
+It never imports Dagster; the pipeline in ``pipelines/`` builds on it. Layers, lowest first (a layer
+imports only the ones before it; ``tests/test_architecture.py`` enforces it):
+
+* base modules: ``errors``, ``safeio``, ``settings``, ``canonical``;
+* :mod:`integrity.trust`: hashing, signing, verifying, policies, records;
+* :mod:`integrity.storage`: the artifact store and its backends;
+* :mod:`integrity.ledger`: the transparency log;
+* :mod:`integrity.scans`: model-file gate, poisoning scans, dataset validation;
+* :mod:`integrity.intake`: catalog, ingestion, attestation, screening;
+* :mod:`integrity.release`: spec, training, evaluation, provenance, the signed bundle and its index;
+* :mod:`integrity.distribution`: publish, pull, audit, incident queries;
+* :mod:`integrity.cli`: the ``cairn`` command.
+
+The names below are the small public API; they load on first use, so ``import integrity`` is cheap.
 """
 
-from integrity.errors import CairnError, VerificationError
-from integrity.hashing import HashingConfig, Manifest, hash_artifact, sha256_file
-from integrity.policy import (
-    AllOf,
-    AnyOf,
-    CertificateIdentity,
-    PublicKey,
-    SigstoreIdentity,
-    TrustPolicy,
-    load_policy,
-)
-from integrity.signing import CertificateSigner, KeylessSigner, KeySigner, sign_artifact
-from integrity.verifying import VerificationResult, verify_artifact, verify_source
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AllOf",
-    "AnyOf",
-    "CairnError",
-    "CertificateIdentity",
-    "CertificateSigner",
-    "HashingConfig",
-    "KeySigner",
-    "KeylessSigner",
-    "Manifest",
-    "PublicKey",
-    "SigstoreIdentity",
-    "TrustPolicy",
-    "VerificationError",
-    "VerificationResult",
-    "__version__",
-    "hash_artifact",
-    "load_policy",
-    "sha256_file",
-    "sign_artifact",
-    "verify_artifact",
-    "verify_source",
-]
+_API = {
+    "CairnError": "integrity.errors",
+    "VerificationError": "integrity.errors",
+    "HashingConfig": "integrity.trust.hashing",
+    "Manifest": "integrity.trust.hashing",
+    "hash_artifact": "integrity.trust.hashing",
+    "sha256_file": "integrity.trust.hashing",
+    "AllOf": "integrity.trust.policy",
+    "AnyOf": "integrity.trust.policy",
+    "CertificateIdentity": "integrity.trust.policy",
+    "PublicKey": "integrity.trust.policy",
+    "SigstoreIdentity": "integrity.trust.policy",
+    "TrustPolicy": "integrity.trust.policy",
+    "load_policy": "integrity.trust.policy",
+    "CertificateSigner": "integrity.trust.signing",
+    "KeylessSigner": "integrity.trust.signing",
+    "KeySigner": "integrity.trust.signing",
+    "sign_artifact": "integrity.trust.signing",
+    "VerificationResult": "integrity.trust.verifying",
+    "verify_artifact": "integrity.trust.verifying",
+    "verify_source": "integrity.trust.verifying",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'integrity' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted([*_API, "__version__"])

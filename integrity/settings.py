@@ -317,4 +317,4 @@ __all__ = ["PROJECT_FILE", "VARIABLES", "Settings", "Variable", "current", "envi
 
 
 if __name__ == "__main__":  # print the README's table
-    print(environment_table())  # noqa: T201
+    print(environment_table())

@@ -6,7 +6,7 @@ source, so a source changed or re-signed upstream shows up on its ``attested`` a
 
 import dagster as dg
 
-from integrity.catalog import Source
+from integrity.intake.catalog import Source
 from pipelines.assets.ingestion import asset_key
 from pipelines.resources import CairnResource
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from integrity.catalog import Catalog
+from integrity.intake.catalog import Catalog
 from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
 from pipelines.assets.release import RELEASE_GROUP, load_release_assets
 from pipelines.assets.screening import build_screening_assets

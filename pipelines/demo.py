@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from integrity.catalog import load_catalog
 from integrity.errors import EXIT_OK, EXIT_REJECTED
-from integrity.ingest import Ingestion
+from integrity.intake.catalog import load_catalog
+from integrity.intake.ingest import Ingestion
 from integrity.settings import current
 from pipelines.resources import DEMO_CATALOG, CairnResource
 
@@ -173,10 +173,10 @@ def distribute_demo(home: Path, releases: list[dict[str, object]]) -> list[dict[
 
     from integrity.distribution import PullState, StoreSource, publish, pull
     from integrity.errors import CairnError
-    from integrity.policy import load_policy
-    from integrity.revocation import RevocationList
-    from integrity.store import open_store
-    from integrity.transparency import open_ledger
+    from integrity.ledger.transparency import open_ledger
+    from integrity.release.revocation import RevocationList
+    from integrity.storage import open_store
+    from integrity.trust.policy import load_policy
 
     store = open_store(current(home=home).store)
     ledger = open_ledger(store, home=home)

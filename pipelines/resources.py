@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from integrity.catalog import Catalog, load_catalog
-from integrity.ingest import Ingestion
+from integrity.intake.catalog import Catalog, load_catalog
+from integrity.intake.ingest import Ingestion
 from integrity.settings import current, package_data
 
 #: The catalog served when none is configured: the demo's vendor drops under the Cairn home.

@@ -4,7 +4,7 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.catalog import Source
+from integrity.intake.catalog import Source
 from pipelines.checks import reverify_check_keys
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.catalog import Source, cairn_home
-from integrity.drops import changed, location_uri, snapshot, sources_for
 from integrity.errors import CairnError
-from integrity.signing import atomic_write
+from integrity.intake.catalog import Source, cairn_home
+from integrity.intake.drops import changed, location_uri, snapshot, sources_for
+from integrity.trust.signing import atomic_write
 from pipelines.assets.ingestion import source_asset_keys
 from pipelines.assets.screening import screening_asset_keys
 from pipelines.resources import CairnResource

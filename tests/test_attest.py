@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from integrity.attest import attest
-from integrity.policy import load_policy
-from integrity.signing import CertificateSigner, KeySigner, sign_artifact
-from integrity.store import open_store
+from integrity.intake.attest import attest
+from integrity.storage import open_store
+from integrity.trust.policy import load_policy
+from integrity.trust.signing import CertificateSigner, KeySigner, sign_artifact
 from tests.support.pki import NOW, TestPKI
 
 

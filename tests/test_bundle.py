@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from integrity.bundle import (
+from integrity.errors import CairnError, RevokedError, UntrustedSignerError
+from integrity.release.bundle import (
     INDEX,
     INDEX_SIGNATURE,
     ReleaseBundleError,
@@ -22,11 +23,10 @@ from integrity.bundle import (
     verify_bundle,
     write_bundle,
 )
-from integrity.errors import CairnError, RevokedError, UntrustedSignerError
-from integrity.policy import PublicKey, load_policy
-from integrity.revocation import RevocationList, revoke
-from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
-from integrity.store import open_store
+from integrity.release.revocation import RevocationList, revoke
+from integrity.storage import open_store
+from integrity.trust.policy import PublicKey, load_policy
+from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 from tests.support.private_sigstore import PrivateSigstore, private_sigstore  # noqa: F401
 
 MODEL = "digits-classifier"
@@ -209,7 +209,7 @@ def test_a_failed_write_leaves_nothing_behind(identity: dict, tmp_path: Path) ->
 
 
 def test_index_claiming_a_failed_gate_is_refused_even_if_signed(identity: dict, release: Path) -> None:
-    from integrity.signing import sign_artifact
+    from integrity.trust.signing import sign_artifact
 
     index = json.loads((release / INDEX).read_text())
     index["gates"]["release_gate"]["passed"] = False
@@ -231,8 +231,8 @@ def test_a_release_signed_keyless_in_ci_verifies_against_the_workflow_identity(
 ) -> None:
     """CI signs releases keyless: every file of the bundle carries a Fulcio certificate for the workflow
     and a transparency-log entry; the release policy pins that identity and issuer (and the trusted root)."""
-    from integrity.policy import AnyOf, SigstoreIdentity, SourcePolicy, TrustPolicy
-    from integrity.signing import KeylessSigner
+    from integrity.trust.policy import AnyOf, SigstoreIdentity, SourcePolicy, TrustPolicy
+    from integrity.trust.signing import KeylessSigner
 
     workflow = "https://github.com/acme/models/.github/workflows/release.yml@refs/tags/v1.0.0"
     issuer = "https://token.actions.githubusercontent.com"

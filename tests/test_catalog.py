@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from integrity.catalog import CatalogError, load_catalog, parse_catalog
 from integrity.cli import main
+from integrity.intake.catalog import CatalogError, load_catalog, parse_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from integrity import cli
-from integrity.signing import KeySigner, sign_artifact
+from integrity.trust.signing import KeySigner, sign_artifact
 from tests.support.pki import TestPKI
 
 

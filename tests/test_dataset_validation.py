@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from integrity.datasets import load_suite, validate_dataset
-from integrity.demo import _write_breast_cancer, _write_dicom, _write_digits
 from integrity.errors import ArtifactReadError, UsageError
+from integrity.scans.datasets import load_suite, validate_dataset
+from pipelines.staging import _write_breast_cancer, _write_dicom, _write_digits
 
 SUITES = Path(__file__).resolve().parent.parent / "integrity" / "data" / "expectations"
 

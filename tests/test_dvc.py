@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from integrity.hashing import hash_artifact
+from integrity.trust.hashing import hash_artifact
 from tests.support.s3server import FAKE_ENV, S3Bucket, s3_bucket, s3_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent

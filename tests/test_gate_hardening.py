@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.model_scanners import corpus_attacks as attacks
-from integrity.modelgate import scan_path
-from integrity.modelgate.archives import Limits
-from integrity.modelgate.oracle import unpickler_verdict
-from integrity.modelgate.templates import check_chat_template
+from integrity.scans.modelgate import scan_path
+from integrity.scans.modelgate.archives import Limits
+from integrity.scans.modelgate.oracle import unpickler_verdict
+from integrity.scans.modelgate.templates import check_chat_template
 
 
 def _rules(path: Path) -> set[str]:

@@ -7,9 +7,9 @@ import pytest
 
 from integrity.distribution import PullState, RollbackError, StoreSource, publish, pull
 from integrity.ledger import Ledger
-from integrity.policy import load_policy
-from integrity.store import open_store
-from integrity.transparency import open_ledger
+from integrity.ledger.transparency import open_ledger
+from integrity.storage import open_store
+from integrity.trust.policy import load_policy
 from tests.support.distribution import make_release_key, write_release_policy, write_test_bundle
 
 MODEL = "digits-classifier"

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from integrity.catalog import CatalogError, parse_catalog
 from integrity.errors import ArtifactReadError, PolicyError
+from integrity.intake.catalog import CatalogError, parse_catalog
 from integrity.ledger import Checkpoint, Ledger, LedgerError
-from integrity.policy import load_policy, parse_policy
-from integrity.release_spec import ReleaseSpecError, parse_release_spec
-from integrity.revocation import revoke
+from integrity.release.revocation import revoke
+from integrity.release.spec import ReleaseSpecError, parse_release_spec
 from integrity.safeio import InputFormatError, parse_json, parse_yaml
-from integrity.signing import KeySigner, key_fingerprint, load_public_key
-from integrity.store import blob_key, open_store
-from integrity.store_check import verify_store
+from integrity.storage import blob_key, open_store
+from integrity.storage.check import verify_store
+from integrity.trust.policy import load_policy, parse_policy
+from integrity.trust.signing import KeySigner, key_fingerprint, load_public_key
 from tests.support.distribution import make_release_key
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
@@ -136,7 +136,7 @@ def test_a_pull_from_an_s3_endpoint_that_never_answers_times_out(tmp_path: Path)
 
 
 def _ledger(tmp_path: Path, entries: int = 6) -> tuple[Path, Path]:
-    from integrity.transparency import open_ledger
+    from integrity.ledger.transparency import open_ledger
 
     store = open_store(tmp_path / "store")
     ledger = open_ledger(store, home=tmp_path / "home")

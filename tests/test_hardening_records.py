@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from integrity.catalog import load_catalog
-from integrity.ingest import Ingestion
-from integrity.release import ReleaseWork
-from integrity.release_spec import load_release_spec
-from integrity.training import UnattestedInputError
+from integrity.intake.catalog import load_catalog
+from integrity.intake.ingest import Ingestion
+from integrity.release.spec import load_release_spec
+from integrity.release.steps import ReleaseWork
+from integrity.release.training import UnattestedInputError
 from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
 
 CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"

@@ -10,7 +10,7 @@ from model_signing import hashing as oms_hashing
 from model_signing._signing.signing import Payload
 
 from integrity.errors import ArtifactReadError, BundleFormatError, EmptyArtifactError, UnsafePathError
-from integrity.hashing import HashingConfig, Manifest, compare_manifests, hash_artifact, sha256_file
+from integrity.trust.hashing import HashingConfig, Manifest, compare_manifests, hash_artifact, sha256_file
 
 
 def _oms_statement(path: pathlib.Path, config: oms_hashing.Config) -> dict:
@@ -187,7 +187,7 @@ def test_inconsistent_statement_is_refused() -> None:
 def test_file_changing_between_listing_and_hashing_is_an_error(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, mode: str, change: str
 ) -> None:
-    import integrity.hashing as hashing_module
+    import integrity.trust.hashing as hashing_module
 
     target = tmp_path / "weights.bin"
     target.write_bytes(b"x" * 4096)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from integrity.catalog import load_catalog
-from integrity.demo import stage_demo
-from integrity.drops import changed, snapshot, sources_for
 from integrity.errors import UsageError
-from integrity.ingest import Ingestion, StepOrderError
+from integrity.intake.catalog import load_catalog
+from integrity.intake.drops import changed, snapshot, sources_for
+from integrity.intake.ingest import Ingestion, StepOrderError
 from pipelines.resources import DEMO_CATALOG
+from pipelines.staging import stage_demo
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
 

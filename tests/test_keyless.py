@@ -22,10 +22,10 @@ from sigstore.oidc import IdentityError
 from sigstore.verify import Verifier
 from sigstore.verify.policy import Identity
 
-import integrity.keyless as keyless
+import integrity.trust.keyless as keyless
 from integrity.errors import UsageError
-from integrity.hashing import hash_artifact
-from integrity.keyless import DEFAULT_TRUST_CONFIG, ID_TOKEN_ENV, load_trust_config, sign_statement_keyless
+from integrity.trust.hashing import hash_artifact
+from integrity.trust.keyless import DEFAULT_TRUST_CONFIG, ID_TOKEN_ENV, load_trust_config, sign_statement_keyless
 from tests.support.private_sigstore import PrivateSigstore, make_ca, private_sigstore  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
@@ -364,9 +364,9 @@ def test_sign_artifact_and_verify_artifact_with_a_keyless_signer(
     private_sigstore: PrivateSigstore, tmp_path: Path
 ) -> None:
     from integrity.errors import CertificateError, IdentityMismatchError
-    from integrity.policy import SigstoreIdentity
-    from integrity.signing import KeylessSigner, sign_artifact
-    from integrity.verifying import verify_artifact
+    from integrity.trust.policy import SigstoreIdentity
+    from integrity.trust.signing import KeylessSigner, sign_artifact
+    from integrity.trust.verifying import verify_artifact
 
     model = tmp_path / "model"
     model.mkdir()

@@ -19,8 +19,8 @@ from integrity.ledger import (
     verify_consistency,
     verify_inclusion,
 )
-from integrity.signing import generate_key_pair
-from integrity.store import open_store
+from integrity.storage import open_store
+from integrity.trust.signing import generate_key_pair
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from integrity.errors import ArtifactReadError
-from integrity.modelgate import detect_format, scan_path
+from integrity.scans.modelgate import detect_format, scan_path
 
 
 def test_real_efficientnet_weights_pass() -> None:

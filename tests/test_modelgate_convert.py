@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from benchmarks.model_scanners.corpus import call4
-from integrity.modelgate import ALLOWLIST_PATH, scan_path
-from integrity.modelgate.allowlist import AllowlistError, load_allowlist, parse_allowlist
-from integrity.modelgate.convert import (
+from integrity.scans.modelgate import ALLOWLIST_PATH, scan_path
+from integrity.scans.modelgate.allowlist import AllowlistError, load_allowlist, parse_allowlist
+from integrity.scans.modelgate.convert import (
     _CHILD,
     ModelGateError,
     convert_to_safetensors,

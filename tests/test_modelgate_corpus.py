@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.model_scanners.corpus import Sample, build_corpus, call0, call4, torch_zip
-from integrity.modelgate import scan_path
+from integrity.scans.modelgate import scan_path
 
 # The bypass families issue 4 lists, each of which must be covered by at least one sample.
 ISSUE_FAMILIES = {"dotted-path", "module-alias", "logging-config", "multiprocessing", "subprocess", "code-eval",

@@ -9,14 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integrity.catalog import load_catalog
-from integrity.demo import EXPECTED, stage_demo
-from integrity.ingest import Ingestion
-from integrity.store import open_store
+from integrity.intake.catalog import load_catalog
+from integrity.intake.ingest import Ingestion
+from integrity.storage import open_store
 from pipelines.assets.ingestion import STAGES, build_source_assets
 from pipelines.definitions import build_definitions
 from pipelines.demo import materialize_catalog, summarize
 from pipelines.resources import DEMO_CATALOG, CairnResource
+from pipelines.staging import EXPECTED, stage_demo
 
 EXTRA_SOURCES = """
   no-signature:
@@ -175,7 +175,7 @@ def test_nightly_reverify_detects_changed_and_resigned_sources(demo_run, tmp_pat
     finally:
         csv.write_bytes(original)
     # The publisher re-signs the same bytes: a WARN that names the new signature.
-    from integrity.signing import KeySigner, sign_artifact
+    from integrity.trust.signing import KeySigner, sign_artifact
 
     drop = home / "drops" / "breast-cancer"
     saved = (drop / "model.sig").read_bytes()

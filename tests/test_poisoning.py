@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from integrity.errors import UsageError
-from integrity.poisoning import ModelScanPolicy, ScanPolicy, scan_dataset, scan_encoder
-from integrity.poisoning.attacks import inject, patch_trigger
-from integrity.poisoning.features import FoundationModel, load_state_dict, packaged_weights, read_safetensors
+from integrity.scans.poisoning import ModelScanPolicy, ScanPolicy, scan_dataset, scan_encoder
+from integrity.scans.poisoning.attacks import inject, patch_trigger
+from integrity.scans.poisoning.features import FoundationModel, load_state_dict, packaged_weights, read_safetensors
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -131,7 +131,7 @@ def test_model_scan_tells_a_backdoored_backbone_from_a_clean_one(digits):
 
 def test_clean_label_feature_collisions_are_flagged(digits):
     """Poison Frogs against the packaged foundation model: correctly labelled, perturbed base images."""
-    from integrity.poisoning.attacks import feature_collision
+    from integrity.scans.poisoning.attacks import feature_collision
 
     x, y = digits
     model = FoundationModel(load_state_dict(packaged_weights()), device="cpu")
@@ -146,7 +146,7 @@ def test_clean_label_feature_collisions_are_flagged(digits):
 
 
 def test_encoding_residual_needs_a_shared_alphabet(digits):
-    from integrity.poisoning.perturbation import ENCODING_SCORE, perturbation_scores
+    from integrity.scans.poisoning.perturbation import ENCODING_SCORE, perturbation_scores
 
     x, _ = digits
     nudged = x.copy()
@@ -161,7 +161,7 @@ def test_encoding_residual_needs_a_shared_alphabet(digits):
 
 def test_quantised_clean_label_poisons_use_only_the_datasets_values(digits):
     """The adaptive variant rounds its perturbation to the data's encoding, which the encoding test cannot see."""
-    from integrity.poisoning.perturbation import perturbation_scores
+    from integrity.scans.poisoning.perturbation import perturbation_scores
 
     x, y = digits
 

@@ -12,11 +12,11 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from integrity.catalog import load_catalog
-from integrity.demo import stage_demo
-from integrity.ingest import Ingestion
+from integrity.intake.catalog import load_catalog
+from integrity.intake.ingest import Ingestion
 from pipelines.assets.screening import build_screening_assets
 from pipelines.resources import DEMO_CATALOG, CairnResource
+from pipelines.staging import stage_demo
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,7 +57,7 @@ def test_the_poisoned_drop_is_blocked_and_the_clean_one_passes(screened) -> None
 
 
 def test_flagged_poisons_are_the_injected_ones(screened) -> None:
-    from integrity.poisoning.attacks import inject
+    from integrity.scans.poisoning.attacks import inject
 
     home, _, _ = screened
     images = np.load(home / "attested" / "digits" / "digits" / "images.npy")

@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from integrity.demo import stage_demo
 from pipelines.demo import materialize_catalog
 from pipelines.resources import DEMO_CATALOG
+from pipelines.staging import stage_demo
 from tests.support.postgres import running_postgres
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import yaml
 
-from integrity.bundle import ReleaseGateError
-from integrity.catalog import load_catalog
 from integrity.errors import RevokedError, UsageError
-from integrity.evaluation import Trigger, trigger_success
-from integrity.ingest import Ingestion
-from integrity.release import ReleaseWork, load_release_policy, release_signer
-from integrity.release_spec import ReleaseSpecError, load_release_spec, parse_release_spec
-from integrity.revocation import revoke
-from integrity.screening import screen_dataset
-from integrity.training import (
+from integrity.intake.catalog import load_catalog
+from integrity.intake.ingest import Ingestion
+from integrity.intake.screening import screen_dataset
+from integrity.release.bundle import ReleaseGateError
+from integrity.release.evaluation import Trigger, trigger_success
+from integrity.release.revocation import revoke
+from integrity.release.spec import ReleaseSpecError, load_release_spec, parse_release_spec
+from integrity.release.steps import ReleaseWork, load_release_policy, release_signer
+from integrity.release.training import (
     InputChangedError,
     UnattestedInputError,
     fine_tune,
@@ -162,7 +162,7 @@ def test_provenance_edited_after_signing_fails_the_audit(demo: ReleaseDemo, tmp_
     out = capsys.readouterr()
     assert "AUDIT FAILED" in out.out and "provenance.intoto.json" in out.err
     # Re-signing the edited file with another key does not help: the index pins its digest and signer.
-    from integrity.signing import KeySigner, generate_key_pair, sign_artifact
+    from integrity.trust.signing import KeySigner, generate_key_pair, sign_artifact
 
     generate_key_pair(tmp_path / "other.key", tmp_path / "other.pub")
     sign_artifact(release / "provenance.intoto.json", KeySigner.from_file(tmp_path / "other.key"))
@@ -297,7 +297,7 @@ def test_a_reversed_trigger_above_policy_stops_the_release(home: Path, demo: Rel
 
 
 def test_lineage_svg_is_well_formed_and_escapes_labels(demo: ReleaseDemo) -> None:
-    from integrity.provenance import lineage_markdown, render_svg
+    from integrity.release.provenance import lineage_markdown, render_svg
 
     lineage = json.loads((demo.release / "lineage.json").read_text())
     lineage["nodes"][0]["label"] = "<script>alert(1)</script>"

@@ -30,7 +30,7 @@ def served_release(tmp_path_factory: pytest.TempPathFactory):
 def test_release_asset_shows_lineage_table_and_signer_in_the_ui(served_release) -> None:
     from playwright.sync_api import sync_playwright
 
-    from integrity.signing import key_fingerprint, load_public_key
+    from integrity.trust.signing import key_fingerprint, load_public_key
 
     port, demo = served_release
     expected_signer = key_fingerprint(load_public_key(demo.home / "keys" / "release.pub"))  # the release identity

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from integrity.errors import RevokedError, UsageError
-from integrity.policy import PublicKey
-from integrity.revocation import RevocationList, RevocationListError, revoke
-from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
-from integrity.store import open_store
+from integrity.release.revocation import RevocationList, RevocationListError, revoke
+from integrity.storage import open_store
+from integrity.trust.policy import PublicKey
+from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ ignored ``$CAIRN_CATALOG``/``$CAIRN_RELEASE_SPEC``; ``cairn publish``/``cairn pu
 ``$CAIRN_RELEASE_POLICY``. Each test below runs the real CLI in a subprocess.
 """
 
-import json
 import os
 import subprocess
 import sys

@@ -12,8 +12,8 @@ from integrity.errors import (
     SignatureError,
     VerificationError,
 )
-from integrity.policy import SigstoreIdentity
-from integrity.verifying import verify_artifact
+from integrity.trust.policy import SigstoreIdentity
+from integrity.trust.verifying import verify_artifact
 
 WHEEL_ID = "https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2"
 GITHUB = "https://token.actions.githubusercontent.com"

@@ -19,8 +19,7 @@ from integrity.errors import (
     UnsafePathError,
     UsageError,
 )
-from integrity.hashing import HashingConfig, hash_artifact, sha256_file
-from integrity.store import (
+from integrity.storage import (
     ArtifactStore,
     LocalBackend,
     MissingObjectError,
@@ -29,6 +28,7 @@ from integrity.store import (
     open_store,
     tree_key,
 )
+from integrity.trust.hashing import HashingConfig, hash_artifact, sha256_file
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 
 MIB = 1024 * 1024

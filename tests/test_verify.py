@@ -23,9 +23,9 @@ from integrity.errors import (
     UntrustedCAError,
     UntrustedSignerError,
 )
-from integrity.hashing import HashingConfig
-from integrity.policy import AnyOf, CertificateIdentity, PublicKey
-from integrity.signing import (
+from integrity.trust.hashing import HashingConfig
+from integrity.trust.policy import AnyOf, CertificateIdentity, PublicKey
+from integrity.trust.signing import (
     CertificateSigner,
     KeySigner,
     certificate_fingerprint,
@@ -33,7 +33,7 @@ from integrity.signing import (
     load_public_key,
     sign_artifact,
 )
-from integrity.verifying import verify_artifact
+from integrity.trust.verifying import verify_artifact
 from tests.support.pki import NOW, TestPKI
 
 

@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from integrity.demo import stage_demo
 from pipelines.demo import dagster_home, materialize_catalog
+from pipelines.staging import stage_demo
 from tests.support.webserver import WEBSERVER, running_webserver
 
 ASSET_GRAPH = """

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from integrity.hashing import DEFAULT_SHARD_SIZE, HashingConfig, hash_artifact
+from integrity.trust.hashing import DEFAULT_SHARD_SIZE, HashingConfig, hash_artifact
 
 GB = 1_000_000_000
 MB = 1_000_000

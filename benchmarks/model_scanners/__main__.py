@@ -54,7 +54,7 @@ def ensure_scanner_env(venv: Path) -> Path:
 
 
 def run_cairn(paths: list[str]) -> dict[str, Any]:
-    from integrity.modelgate import scan_path
+    from integrity.scans.modelgate import scan_path
 
     results = {}
     for path in paths:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from integrity.poisoning.attacks import BACKDOOR_ATTACKS, feature_collision, inject
+from integrity.scans.poisoning.attacks import BACKDOOR_ATTACKS, feature_collision, inject
 
 METHODS = ("cairn", "art_ac_default", "art_ac_tuned", "art_ss_default", "art_ss_tuned", "cleanlab", "random", "oracle")
 METRICS = ("auroc", "tpr_at_fpr_1", "tpr_at_fpr_5", "precision", "recall", "clean_acc_after", "asr_after", "seconds")
@@ -40,7 +40,7 @@ def detection_metrics(scores: np.ndarray, flags: np.ndarray, truth: np.ndarray) 
 
 
 def _foundation(device: str) -> Any:
-    from integrity.poisoning.features import FoundationModel, packaged_weights
+    from integrity.scans.poisoning.features import FoundationModel, packaged_weights
 
     return FoundationModel.from_path(packaged_weights(), device=device)
 
@@ -50,7 +50,7 @@ def run_seed(data: str, attack: str, rate: float, seed: int, *, device: str, tra
     from benchmarks.poisoning import baselines
     from benchmarks.poisoning.data import load
     from benchmarks.poisoning.victims import as_input, predict, train
-    from integrity.poisoning.dataset_scan import feature_views, scan_dataset
+    from integrity.scans.poisoning.dataset_scan import feature_views, scan_dataset
 
     x_train, y_train, x_test, y_test = load(data, seed=seed, train_size=train_size)
     classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -155,7 +155,7 @@ def run(data: str, attacks: list[str], rates: list[float], seeds: int, out: Path
         train_size: int | None = None, methods: tuple[str, ...] = METHODS, log: Any = print) -> dict[str, Any]:
     import torch
 
-    from integrity.poisoning.features import pick_device
+    from integrity.scans.poisoning.features import pick_device
 
     device = pick_device(device)
     results: list[dict[str, Any]] = []

@@ -23,8 +23,8 @@ def run(n: int, out: Path, *, device: str = "cpu", log: Any = print, steps: int 
     from sklearn.metrics import roc_auc_score
 
     from benchmarks.poisoning.victims import penultimate, predict, train
-    from integrity.poisoning import ModelScanPolicy, scan_encoder
-    from integrity.poisoning.attacks import inject
+    from integrity.scans.poisoning import ModelScanPolicy, scan_encoder
+    from integrity.scans.poisoning.attacks import inject
 
     data = load_digits()
     x, y = (data.images / 16.0).astype(np.float32), data.target

@@ -31,7 +31,7 @@ def _arrays(data: str) -> tuple[np.ndarray, np.ndarray]:
 def time_scan(x: np.ndarray, y: np.ndarray, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     import torch
 
-    from integrity.poisoning import FoundationModel, packaged_weights, scan_dataset
+    from integrity.scans.poisoning import FoundationModel, packaged_weights, scan_dataset
 
     if device == "cuda":
         torch.cuda.synchronize()

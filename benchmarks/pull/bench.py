@@ -6,7 +6,7 @@ Run from the repository root (not part of the test suite)::
                                         [--out benchmarks/results/pull.json]
 
 One run does everything on the same S3 server: it starts moto's S3 server in its own process on
-loopback, writes a release bundle with :func:`integrity.bundle.write_bundle` whose
+loopback, writes a release bundle with :func:`integrity.release.bundle.write_bundle` whose
 ``model/model.safetensors`` is ``--size-gb`` GB of random weights (the whole release is at least
 that big), publishes it with :func:`integrity.distribution.publish`, then times, alternating the
 order every repeat:
@@ -101,8 +101,8 @@ def write_weights(path: Path, size: int) -> None:
 
 def build_release(workdir: Path, size: int) -> tuple[Path, Path, Path]:
     """(bundle, release policy, public key) for a release with ``size`` bytes of weights."""
-    from integrity.bundle import write_bundle
-    from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+    from integrity.release.bundle import write_bundle
+    from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 
     keys = workdir / "keys"
     keys.mkdir(parents=True, exist_ok=True)
@@ -188,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.update(FAKE_ENV)
 
-    from integrity.bundle import verify_bundle
     from integrity.distribution import PullState, StoreSource, publish, pull
-    from integrity.policy import load_policy
-    from integrity.store import open_store
+    from integrity.release.bundle import verify_bundle
+    from integrity.storage import open_store
+    from integrity.trust.policy import load_policy
 
     workdir = Path(tempfile.mkdtemp(prefix="cairn-pull-bench-", dir=args.workdir))
     port = free_port()

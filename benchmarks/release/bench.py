@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from integrity.bundle import verify_bundle
 from integrity.errors import CairnError
-from integrity.policy import load_policy
+from integrity.release.bundle import verify_bundle
+from integrity.trust.policy import load_policy
 
 BIN = Path(sys.executable).parent
 DEFAULT_OUT = Path("benchmarks/results/release.json")

@@ -163,7 +163,7 @@ class World:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        from integrity.policy import load_policy
+        from integrity.trust.policy import load_policy
         from tests.support.distribution import make_release_key, write_release_policy, write_test_bundle
 
         self.root = root
@@ -190,7 +190,7 @@ class World:
         return name
 
     def store(self, bucket: str, endpoint: str) -> Any:
-        from integrity.store import open_store
+        from integrity.storage import open_store
 
         return open_store(f"s3://{bucket}/rel", endpoint_url=endpoint)
 
@@ -202,7 +202,7 @@ def _verify_ledger_and_store(store: Any, ledger_public_key: Path, trial: Trial) 
     """The ledger (when there is one) and every stored object verify; failures go into ``trial``."""
     from integrity.errors import CairnError
     from integrity.ledger import Ledger
-    from integrity.store_check import verify_store
+    from integrity.storage.check import verify_store
 
     try:
         if any(True for _ in store.backend.list_keys("ledger/entries/")):
@@ -240,7 +240,7 @@ def _check(world: World, bucket: str, trial: Trial, dest: Path | None = None) ->
 
 def _publish(world: World, store: Any) -> Any:
     from integrity.distribution import publish
-    from integrity.transparency import open_ledger
+    from integrity.ledger.transparency import open_ledger
 
     return publish(store, world.bundle, world.policy, ledger=open_ledger(store, home=world.home))
 
@@ -326,9 +326,9 @@ _PUBLISH_CHILD = """
 import sys
 from pathlib import Path
 from integrity.distribution import publish
-from integrity.policy import load_policy
-from integrity.store import open_store
-from integrity.transparency import open_ledger
+from integrity.trust.policy import load_policy
+from integrity.storage import open_store
+from integrity.ledger.transparency import open_ledger
 store = open_store(Path(sys.argv[1]))
 publish(store, Path(sys.argv[2]), load_policy(sys.argv[3]), ledger=open_ledger(store, home=Path(sys.argv[4])))
 """
@@ -337,7 +337,7 @@ publish(store, Path(sys.argv[2]), load_policy(sys.argv[3]), ledger=open_ledger(s
 def kill_trials(world: World, count: int, *, seed: int = 0,
                 progress: Callable[[Trial], None] | None = None) -> list[Trial]:
     """Publish into a local store, SIGKILL the child at a random moment, check, rerun, check."""
-    from integrity.store import open_store
+    from integrity.storage import open_store
 
     rng = random.Random(seed)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -379,7 +379,7 @@ def kill_trials(world: World, count: int, *, seed: int = 0,
 def _check_local(world: World, root: Path, trial: Trial) -> None:
     from integrity.distribution import StoreSource, list_publications, pull
     from integrity.errors import CairnError
-    from integrity.store import open_store
+    from integrity.storage import open_store
 
     if not root.exists():
         return
@@ -405,7 +405,7 @@ INGEST_SOURCE = "breast-cancer"
 
 
 def _staged_home(root: Path) -> Path:
-    from integrity.demo import stage_demo
+    from pipelines.staging import stage_demo
 
     base = root / "staged-base"
     if not base.exists():
@@ -420,12 +420,12 @@ def _ingest_command(home: Path) -> list[str]:
 
 def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> None:
     """Store and ledger verify; an attestation that is visible must resolve as a training input."""
-    from integrity.catalog import load_catalog
     from integrity.errors import CairnError
-    from integrity.ingest import Ingestion
-    from integrity.release_spec import InputRef
-    from integrity.store import open_store
-    from integrity.training import resolve_input
+    from integrity.intake.catalog import load_catalog
+    from integrity.intake.ingest import Ingestion
+    from integrity.release.spec import InputRef
+    from integrity.release.training import resolve_input
+    from integrity.storage import open_store
 
     store_path = home / "store"
     if not store_path.exists():

@@ -107,11 +107,11 @@ import sys, atheris
 with atheris.instrument_imports(include=["integrity"]):
     # Imported here, inside the block, so that their code is instrumented for coverage feedback
     # (the targets import them lazily, which would be too late).
-    import integrity.catalog, integrity.distribution, integrity.ledger, integrity.policy
-    import integrity.release_spec, integrity.safeio, integrity.verifying
-    import integrity.modelgate.archives, integrity.modelgate.graphs, integrity.modelgate.keras
-    import integrity.modelgate.oracle, integrity.modelgate.pickles, integrity.modelgate.scanner
-    import integrity.modelgate.templates, integrity.modelgate.tensors, integrity.modelgate.textformats
+    import integrity.intake.catalog, integrity.distribution, integrity.ledger, integrity.trust.policy
+    import integrity.release.spec, integrity.safeio, integrity.trust.verifying
+    import integrity.scans.modelgate.archives, integrity.scans.modelgate.graphs, integrity.scans.modelgate.keras
+    import integrity.scans.modelgate.oracle, integrity.scans.modelgate.pickles, integrity.scans.modelgate.scanner
+    import integrity.scans.modelgate.templates, integrity.scans.modelgate.tensors, integrity.scans.modelgate.textformats
     from benchmarks.robustness.targets import TARGETS, call
 target = TARGETS[sys.argv[1]]
 def one(data):

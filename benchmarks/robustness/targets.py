@@ -60,8 +60,8 @@ def _file(data: bytes, name: str) -> Path:
 
 def _scan(name: str) -> Callable[[bytes], Any]:
     def run(data: bytes) -> Any:
-        from integrity.modelgate import scan_path
-        from integrity.modelgate.archives import Limits
+        from integrity.scans.modelgate import scan_path
+        from integrity.scans.modelgate.archives import Limits
 
         report = scan_path(_file(data, name), limits=Limits(max_total=64 << 20, ratio_floor=8 << 20))
         assert report.safe or report.findings, "an unsafe report must name its findings"
@@ -71,29 +71,29 @@ def _scan(name: str) -> Callable[[bytes], Any]:
 
 
 def _walker(data: bytes) -> Any:
-    from integrity.modelgate.allowlist import load_allowlist
-    from integrity.modelgate.pickles import PickleWalker
+    from integrity.scans.modelgate.allowlist import load_allowlist
+    from integrity.scans.modelgate.pickles import PickleWalker
 
     walker = PickleWalker("fuzz.pkl", load_allowlist())
     return walker.walk(io.BytesIO(data), 0, len(data))
 
 
 def _oracle(data: bytes) -> Any:
-    from integrity.modelgate.oracle import unpickler_verdict
+    from integrity.scans.modelgate.oracle import unpickler_verdict
 
     return unpickler_verdict(data)
 
 
 def _zip(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.archives import Limits, read_zip
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.archives import Limits, read_zip
 
     return read_zip(io.BytesIO(data), len(data), "fuzz.zip", Findings(), Limits())
 
 
 def _safetensors(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.tensors import scan_safetensors
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.tensors import scan_safetensors
 
     if len(data) < 8:
         return None
@@ -101,39 +101,39 @@ def _safetensors(data: bytes) -> Any:
 
 
 def _gguf(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.allowlist import load_allowlist
-    from integrity.modelgate.tensors import scan_gguf
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.allowlist import load_allowlist
+    from integrity.scans.modelgate.tensors import scan_gguf
 
     return scan_gguf(io.BytesIO(data), len(data), "fuzz.gguf", load_allowlist(), Findings())
 
 
 def _npy(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.tensors import scan_npy
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.tensors import scan_npy
 
     return scan_npy(io.BytesIO(data), len(data), "fuzz.npy", Findings())
 
 
 def _onnx(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.allowlist import load_allowlist
-    from integrity.modelgate.graphs import scan_onnx
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.allowlist import load_allowlist
+    from integrity.scans.modelgate.graphs import scan_onnx
 
     path = _file(data, "onnx/model.onnx")
     return scan_onnx(data, "model.onnx", path.parent, path.parent, load_allowlist(), Findings())
 
 
 def _hdf5(data: bytes) -> Any:
-    from integrity.modelgate._report import Findings
-    from integrity.modelgate.allowlist import load_allowlist
-    from integrity.modelgate.keras import scan_hdf5
+    from integrity.scans.modelgate._report import Findings
+    from integrity.scans.modelgate.allowlist import load_allowlist
+    from integrity.scans.modelgate.keras import scan_hdf5
 
     return scan_hdf5(data, "fuzz.h5", load_allowlist(), Findings())
 
 
 def _template(data: bytes) -> Any:
-    from integrity.modelgate.templates import check_chat_template
+    from integrity.scans.modelgate.templates import check_chat_template
 
     verdict = check_chat_template(data.decode("utf-8", "replace"))
     assert isinstance(verdict.safe, bool) and verdict.reason
@@ -146,7 +146,7 @@ def _template(data: bytes) -> Any:
 @lru_cache(maxsize=1)
 def _signed_world() -> tuple[Path, Any]:
     """An artifact and a key policy for bundle fuzzing (a real key; the fuzzer supplies the bundle)."""
-    from integrity.signing import generate_key_pair, key_fingerprint, load_public_key
+    from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
 
     root = _scratch() / "world"
     root.mkdir(exist_ok=True)
@@ -155,7 +155,7 @@ def _signed_world() -> tuple[Path, Any]:
         generate_key_pair(private, public)
     artifact = root / "weights.bin"
     artifact.write_bytes(b"weights")
-    from integrity.policy import parse_policy
+    from integrity.trust.policy import parse_policy
 
     policy = parse_policy(f"version: 1\nsources:\n  v:\n    signers:\n      - key: {{public_key: {public}, "
                           f"fingerprint: '{key_fingerprint(load_public_key(public))}'}}\n".encode())
@@ -163,7 +163,7 @@ def _signed_world() -> tuple[Path, Any]:
 
 
 def _bundle(data: bytes) -> Any:
-    from integrity.verifying import verify_artifact
+    from integrity.trust.verifying import verify_artifact
 
     artifact, policy = _signed_world()
     bundle = _file(data, "bundle/weights.bin.sig")
@@ -171,19 +171,19 @@ def _bundle(data: bytes) -> Any:
 
 
 def _policy(data: bytes) -> Any:
-    from integrity.policy import parse_policy
+    from integrity.trust.policy import parse_policy
 
     return parse_policy(data)
 
 
 def _catalog(data: bytes) -> Any:
-    from integrity.catalog import parse_catalog
+    from integrity.intake.catalog import parse_catalog
 
     return parse_catalog(data, root=_scratch(), strict=False)
 
 
 def _spec(data: bytes) -> Any:
-    from integrity.release_spec import parse_release_spec
+    from integrity.release.spec import parse_release_spec
 
     return parse_release_spec(data)
 
@@ -208,8 +208,8 @@ def _yaml(data: bytes) -> Any:
 
 @lru_cache(maxsize=1)
 def _ledger_world() -> tuple[Path, Path]:
-    from integrity.store import open_store
-    from integrity.transparency import open_ledger
+    from integrity.ledger.transparency import open_ledger
+    from integrity.storage import open_store
 
     root = _scratch() / "ledger-world"
     if not root.exists():
@@ -222,7 +222,7 @@ def _ledger_world() -> tuple[Path, Path]:
 
 def _ledger_entry(data: bytes) -> Any:
     from integrity.ledger import Ledger
-    from integrity.store import open_store
+    from integrity.storage import open_store
 
     store, public = _ledger_world()
     copy = _scratch() / "ledger-copy"

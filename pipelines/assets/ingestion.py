@@ -1,6 +1,6 @@
 """Asset factory: four gated assets per catalog source (fetched, verified, validated, attested).
 
-Each asset runs one :mod:`integrity.ingest` step and reports it through an ERROR-severity
+Each asset runs one :mod:`integrity.intake.ingest` step and reports it through an ERROR-severity
 *blocking* asset check, so nothing downstream runs on an input that failed a gate. A
 rejected artifact is in quarantine; the asset's metadata and the check's metadata say why.
 """
@@ -9,8 +9,8 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.catalog import CatalogError, Source
-from integrity.ingest import StepOutcome
+from integrity.intake.catalog import CatalogError, Source
+from integrity.intake.ingest import StepOutcome
 from pipelines.resources import CairnResource
 
 STAGES = (

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from integrity.errors import CairnError
-from integrity.release_spec import InputRef, ReleaseSpec, ReleaseSpecError, load_release_spec
+from integrity.release.spec import InputRef, ReleaseSpec, ReleaseSpecError, load_release_spec
 from integrity.settings import current, package_data
 from pipelines.resources import CairnResource
 
@@ -90,7 +90,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         metadata={"release_spec": str(spec.path), "release_spec_digest": spec.digest},
     )
     def _fine_tuned(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        from integrity.release import ReleaseWork
+        from integrity.release.steps import ReleaseWork
 
         work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
         try:
@@ -131,7 +131,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             description="The model meets the release policy; otherwise it is not released.")],
     )
     def _evaluated(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
-        from integrity.release import ReleaseWork
+        from integrity.release.steps import ReleaseWork
 
         work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
         try:
@@ -164,8 +164,8 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
     def _released(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         import json
 
-        from integrity.provenance import lineage_markdown
-        from integrity.release import ReleaseWork
+        from integrity.release.provenance import lineage_markdown
+        from integrity.release.steps import ReleaseWork
 
         work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
         try:
@@ -233,7 +233,7 @@ def release_asset_keys(specs: Sequence[ReleaseSpec]) -> list[dg.AssetKey]:
 def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | None = None,
                          log_level: str = "CRITICAL") -> dg.ExecuteInProcessResult:
     """One Dagster run over the release assets (the ingestion assets are upstream, already materialized)."""
-    from integrity.catalog import load_catalog
+    from integrity.intake.catalog import load_catalog
     from pipelines.assets.ingestion import build_source_assets
     from pipelines.demo import dagster_home
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.catalog import Catalog, Source
-from integrity.screening import ScreeningOutcome
+from integrity.intake.catalog import Catalog, Source
+from integrity.intake.screening import ScreeningOutcome
 from pipelines.assets.ingestion import asset_key
 from pipelines.resources import CairnResource
 
@@ -98,7 +98,7 @@ def build_model_scan_asset(model: Source) -> dg.AssetsDefinition:
               check_specs=[dg.AssetCheckSpec("no_backdoor_found", asset=key, blocking=True,
                                              description="The model scan's anomaly index is within policy.")])
     def _scan(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:
-        from integrity.screening import scan_model
+        from integrity.intake.screening import scan_model
 
         ingestion = cairn.ingestion()
         return _result("no_backdoor_found", scan_model(ingestion.home, ingestion.store, model.key), context)
@@ -117,7 +117,7 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
               check_specs=[dg.AssetCheckSpec("poisoning_within_policy", asset=key, blocking=True,
                                              description="Flagged fraction within policy and no backdoor signature.")])
     def _screen(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:
-        from integrity.screening import screen_dataset
+        from integrity.intake.screening import screen_dataset
 
         ingestion = cairn.ingestion()
         outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None)

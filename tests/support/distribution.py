@@ -1,6 +1,6 @@
 """Release bundles for distribution tests, written exactly as docs/release-bundle.md lays them out.
 
-``write_test_bundle`` signs every file with :func:`integrity.signing.sign_artifact` and a
+``write_test_bundle`` signs every file with :func:`integrity.trust.signing.sign_artifact` and a
 ``KeySigner`` (the release identity) and writes ``release.json`` listing every file with its
 SHA-256 and size, then ``release.json.sig``. ``write_release_policy`` writes the release policy
 that allows that key to sign the model's releases.
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from integrity.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
 
 
 def safetensors_bytes(tensors: dict[str, bytes]) -> bytes:
@@ -81,8 +81,8 @@ def write_test_bundle(
     inputs: list[dict[str, Any]] | None = None,
     policy_digest: str = "sha256:" + "0" * 64,
 ) -> Path:
-    """Write ``root`` as a signed release bundle with :func:`integrity.bundle.write_bundle`; returns ``root``."""
-    from integrity.bundle import write_bundle
+    """Write ``root`` as a signed release bundle with :func:`integrity.release.bundle.write_bundle`; returns ``root``."""
+    from integrity.release.bundle import write_bundle
 
     signer = KeySigner.from_file(private_key)
     source = root.parent / f".{root.name}-model"

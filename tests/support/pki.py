@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from integrity.signing import generate_key_pair
+from integrity.trust.signing import generate_key_pair
 
 NOW = dt.datetime.now(dt.UTC)
 

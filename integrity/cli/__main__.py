@@ -1,0 +1,3 @@
+from integrity.cli.main import main
+
+raise SystemExit(main())

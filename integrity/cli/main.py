@@ -1,0 +1,637 @@
+"""The ``cairn`` command line.
+
+Exit codes: 0 verified/ok, 1 rejected (the artifact is not trusted), 2 usage or
+input error. Every failure prints the artifact, the reason and what to do.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from integrity import safeio
+from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(text)
+
+
+# -- hash ---------------------------------------------------------------------------------------------
+
+
+def _hashing_config(args: argparse.Namespace) -> Any:
+    from integrity.trust.hashing import HashingConfig
+
+    config = HashingConfig()
+    if getattr(args, "shard_size", None):
+        config = config.use_shards(args.shard_size)
+    if getattr(args, "workers", None):
+        config = config.with_workers(args.workers)
+    return config
+
+
+def cmd_hash(args: argparse.Namespace) -> int:
+    from integrity.trust.hashing import hash_artifact, iter_manifest_lines
+
+    manifest = hash_artifact(args.path, _hashing_config(args))
+    path = Path(args.path)
+    digest = manifest.resources[0].digest if path.is_file() else manifest.root_digest
+    data = {
+        "artifact": str(path),
+        "sha256": digest,
+        "manifest_root": manifest.root_digest,
+        "serialization": manifest.config.serialization(),
+        "resources": [{"name": r.name, "sha256": r.digest} for r in manifest.resources],
+    }
+    if path.is_file() and manifest.config.method == "files":
+        text = f"{digest}  {path}"
+    else:
+        text = "\n".join([*iter_manifest_lines(manifest), f"{manifest.root_digest}  (manifest root of {path})"])
+    _emit(args, data, text)
+    return EXIT_OK
+
+
+# -- sign ---------------------------------------------------------------------------------------------
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from integrity.trust.signing import CertificateSigner, KeylessSigner, KeySigner, Signer, sign_artifact
+
+    signer: Signer
+    if args.keyless:
+        if args.key or args.certificate:
+            raise UsageError("--keyless cannot be combined with --key or --certificate")
+        signer = KeylessSigner(
+            trust_config=Path(args.trust_config) if args.trust_config else None,
+            identity_token=args.identity_token,
+        )
+    elif args.certificate:
+        if not args.key:
+            raise UsageError("--certificate needs --key (the certificate's private key)")
+        signer = CertificateSigner.from_files(args.key, args.certificate, args.chain)
+    elif args.key:
+        signer = KeySigner.from_file(args.key)
+    else:
+        raise UsageError("choose a signing method: --key, --certificate with --key, or --keyless")
+    result = sign_artifact(args.path, signer, signature_path=args.signature, config=_hashing_config(args))
+    data = {
+        "artifact": str(result.artifact),
+        "signature": str(result.signature),
+        "manifest_root": result.manifest.root_digest,
+        "files": len(result.manifest.files),
+        "signer": result.signer,
+    }
+    _emit(args, data, f"signed {result.artifact} ({len(result.manifest.files)} file(s)) -> {result.signature}")
+    return EXIT_OK
+
+
+# -- verify -------------------------------------------------------------------------------------------
+
+
+def _signer_rule(args: argparse.Namespace) -> Any:
+    from integrity.trust.policy import CertificateIdentity, PublicKey, SigstoreIdentity
+    from integrity.trust.signing import certificate_fingerprint, key_fingerprint, load_public_key
+
+    chosen = [bool(args.policy), bool(args.key), bool(args.ca), bool(args.issuer)]
+    if sum(chosen) != 1:
+        raise UsageError(
+            "choose exactly one way to say who may sign: --identity with --issuer (Sigstore), "
+            "--key (pinned public key), --ca with --identity (certificate), or --policy with --source"
+        )
+    if args.key:
+        key = load_public_key(args.key)
+        return PublicKey(key_fingerprint(key), key)
+    if args.ca:
+        if not args.identity:
+            raise UsageError("--ca needs --identity (the certificate subject allowed to sign)")
+        from cryptography import x509
+
+        try:
+            cas = tuple(x509.load_pem_x509_certificates(Path(args.ca).read_bytes()))
+            tsa = tuple(x509.load_pem_x509_certificates(Path(args.tsa).read_bytes())) if args.tsa else ()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot load certificates: {exc}", artifact=args.ca) from exc
+        return CertificateIdentity(args.identity, cas, tuple(certificate_fingerprint(c) for c in cas), tsa)
+    if not args.identity:
+        raise UsageError("--issuer needs --identity: Cairn never accepts 'any signer'")
+    return SigstoreIdentity(args.identity, args.issuer, args.trusted_root or "production")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from integrity.trust.policy import load_policy
+    from integrity.trust.records import dumps, record_for_failure, record_for_result
+    from integrity.trust.verifying import verify_artifact, verify_source
+
+    policy = None
+    if args.policy:
+        if not args.source:
+            raise UsageError("--policy needs --source (the policy entry to apply)")
+        if any([args.key, args.ca, args.issuer]):
+            raise UsageError("--policy cannot be combined with --identity/--issuer, --key or --ca")
+        policy = load_policy(args.policy)
+    elif args.source:
+        raise UsageError("--source needs --policy")
+    try:
+        if policy is not None:
+            result = verify_source(
+                args.path, policy, args.source, bundle=args.bundle, trusted_root=args.trusted_root
+            )
+        else:
+            result = verify_artifact(
+                args.path, _signer_rule(args), bundle=args.bundle, trusted_root=args.trusted_root
+            )
+    except CairnError as error:
+        if args.record and error.exit_code == EXIT_REJECTED:
+            _write_record(args.record, dumps(record_for_failure(args.path, error, source=args.source,
+                                                                policy=policy, bundle=args.bundle)))
+        raise
+    if args.record:
+        _write_record(args.record, dumps(record_for_result(result)))
+    signer = result.evidence.describe()
+    _emit(
+        args,
+        result.as_dict(),
+        f"verified {result.artifact}: {result.kind} sha256 {result.digest}, signed by {signer}"
+        + (f" (policy v{policy.version} {policy.digest}, source {args.source})" if policy else ""),
+    )
+    return EXIT_OK
+
+
+def _write_record(path: str, text: str) -> None:
+    from integrity.trust.signing import atomic_write
+
+    atomic_write(path, text.encode())
+
+
+# -- keys and policy --------------------------------------------------------------------------------
+
+
+def cmd_key_generate(args: argparse.Namespace) -> int:
+    from integrity.trust.signing import generate_key_pair
+
+    private, public = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
+    if (private.exists() or public.exists()) and not args.force:
+        raise UsageError(f"{private} or {public} exists; pass --force to replace it")
+    fingerprint = generate_key_pair(private, public)
+    _emit(args, {"private_key": str(private), "public_key": str(public), "fingerprint": fingerprint},
+          f"wrote {private} and {public}\nfingerprint {fingerprint}")
+    return EXIT_OK
+
+
+def cmd_key_fingerprint(args: argparse.Namespace) -> int:
+    from integrity.trust.signing import key_fingerprint, load_public_key, oms_key_hint
+
+    key = load_public_key(args.public_key)
+    data = {"fingerprint": key_fingerprint(key), "model_signing_hint": oms_key_hint(key)}
+    _emit(args, data, data["fingerprint"])
+    return EXIT_OK
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    from integrity.trust.policy import load_policy
+
+    policy = load_policy(args.policy)
+    data = {
+        **policy.describe(),
+        "sources": {
+            name: {"signers": [r.describe() for r in s.signers.rules], "digests": list(s.digests),
+                   "license": s.license, "origin": s.origin}
+            for name, s in policy.sources.items()
+        },
+    }
+    lines = [f"policy {policy.path}: version {policy.version}, {policy.digest}"]
+    for name, source in policy.sources.items():
+        signers = "; ".join(r.describe() for r in source.signers.rules) or "NO SIGNERS (rejects everything)"
+        lines.append(f"  {name}: {signers}")
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+def _ingestion(args: argparse.Namespace) -> Any:
+    from integrity.intake.catalog import load_catalog
+    from integrity.intake.ingest import Ingestion
+    from integrity.settings import current
+
+    settings = current(home=args.home, catalog=args.catalog, store=args.store)
+    catalog = load_catalog(settings.catalog, root=settings.home)
+    return Ingestion.open(catalog, home=settings.home, store=settings.store)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Run ingestion steps without Dagster (what the DVC stages call)."""
+    ingestion = _ingestion(args)
+    names = args.source or [s.name for s in ingestion.catalog]
+    results: list[dict[str, Any]] = []
+    worst = EXIT_OK
+    for name in names:
+        source = ingestion.catalog.source(name)
+        if args.step == "reverify":
+            check = ingestion.reverify(source)
+            results.append({"source": name, "step": "reverify", "passed": check.passed, "reason": check.reason,
+                            "severity": check.severity, "digest": check.upstream_digest})
+            worst = max(worst, EXIT_OK if check.passed else EXIT_REJECTED)
+            continue
+        outcomes = ingestion.run(source) if args.step == "run" else [getattr(ingestion, args.step)(source)]
+        for outcome in outcomes:
+            results.append(outcome.as_dict())
+            worst = max(worst, EXIT_OK if outcome.passed else EXIT_REJECTED)
+    lines = [
+        f"{r['source']} {r['step']}: {'passed' if r['passed'] else 'REJECTED'}: {r['reason']}" for r in results
+    ]
+    _emit(args, {"catalog": ingestion.catalog.describe(), "results": results}, "\n".join(lines))
+    return worst
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Check the transparency ledger's history, or prove one entry is in it."""
+    from integrity.ledger import Ledger
+    from integrity.storage import open_store
+
+    store = open_store(args.store)
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        raise UsageError("no store at this path (nothing to verify)", artifact=root,
+                         advice="Pass --store with the store the ledger is in (a path or s3:// URL).")
+    public = safeio.read_regular_file(args.public_key, what="ledger public key", max_bytes=1 << 16,
+                                      error=UsageError)
+    del public  # read once here so a FIFO or a folder is refused before anything else
+    ledger = Ledger(store, public_key=Path(args.public_key))
+    if getattr(args, "records", False):
+        from integrity.ledger.transparency import verify_ledger
+
+        verify_ledger(ledger, records=True)
+    if args.ledger_command == "prove":
+        proof = ledger.prove_inclusion(args.index)
+        _emit(args, proof, f"entry {args.index} is included in the signed tree of size {proof['size']} "
+                           f"(root {proof['root']})")
+        return EXIT_OK
+    from integrity.ledger import Checkpoint, LedgerError, default_checkpoint
+    from integrity.settings import current
+
+    settings = current(ledger_checkpoint=args.checkpoint)
+    configured = settings.ledger_checkpoint
+    checkpoint = Checkpoint(configured) if configured else default_checkpoint(ledger.store.url, settings.home)
+    seen = checkpoint.load()
+    report = ledger.verify(seen)
+    head = report.latest_head
+    if report.size and head is None:
+        raise LedgerError(f"none of the ledger's {report.size} entries is covered by a signed tree head",
+                          artifact=ledger.store.url)
+    if head is not None and not args.no_checkpoint_update:
+        checkpoint.save(head)
+    if seen is None:
+        limits = ("first verification against this ledger (no checkpoint): entries removed together with their "
+                  "heads before now cannot be ruled out")
+    else:
+        limits = (f"extends the checkpoint of size {seen.size}; entries removed after size {report.size} "
+                  "would only show against a newer checkpoint or a witness")
+    data = {"size": report.size, "root": report.root, "heads_checked": report.heads_checked,
+            "latest_head": head.as_dict() if head else None, "checkpoint": str(checkpoint.path),
+            "checkpoint_size": seen.size if seen else None, "cannot_rule_out": limits}
+    data["unsigned_tail"] = report.unsigned_tail
+    tail = (f"\nWARNING: {report.unsigned_tail} entries after the newest signed head are not covered by a "
+            "signature (an interrupted append, or written around Cairn): nothing trusts them until the next "
+            "signed head" if report.unsigned_tail else "")
+    _emit(args, data, f"ledger OK: {report.signed_size} entries under signed heads, root {head.root if head else '-'}, "
+                      f"{report.heads_checked} signed tree heads consistent{tail}\nCANNOT RULE OUT: {limits}\n"
+                      f"checkpoint: {checkpoint.path}")
+    return EXIT_OK
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    """Re-hash every object of the store; set aside (under corrupt/) what does not match its address."""
+    from integrity.storage import open_store
+    from integrity.storage.check import verify_store
+
+    store = open_store(args.store)
+    root = getattr(store.backend, "root", None)
+    if isinstance(root, Path) and not root.is_dir():
+        raise UsageError("no store at this path", artifact=root)
+    report = verify_store(store, quarantine=not args.no_quarantine)
+    lines = [f"store {'OK' if report.ok else 'CORRUPT'}: {report.checked} objects, {report.bytes} bytes re-hashed"]
+    for item in report.problems:
+        where = f" -> set aside at {item['moved_to']}" if "moved_to" in item else ""
+        lines.append(f"  {item['object']}: {item['reason']}{where}")
+    if not report.ok:
+        lines.append("re-ingest or re-publish the affected sources: the next write of the same bytes heals the address")
+    _emit(args, report.as_dict(), "\n".join(lines))
+    return EXIT_OK if report.ok else EXIT_REJECTED
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> int:
+    from integrity.intake.catalog import load_catalog
+
+    catalog = load_catalog(args.catalog, root=Path(args.home).resolve() if args.home else None)
+    data = {**catalog.describe(), "policy": str(catalog.policy_path),
+            "sources": {s.name: s.as_dict() for s in catalog}}
+    lines = [f"catalog {catalog.path}: version {catalog.version}, {catalog.digest}, policy {catalog.policy_path}"]
+    lines += [f"  {s.name}: {s.kind} {s.format} from {catalog.resolve(s.uri)}" for s in catalog]
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK
+
+
+# -- scan (model-file gate) ------------------------------------------------------------------------------
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Exit 0 only when every file is a recognised format with nothing unsafe or unaccounted for."""
+    from integrity.scans.modelgate import scan_path
+
+    try:
+        report = scan_path(args.path)
+    except CairnError:
+        raise
+    except Exception as error:  # fail closed: a scan that breaks is a refusal, never a pass
+        data = {"artifact": args.path, "safe": False, "result": "unsafe",
+                "reason": f"the scan failed: {type(error).__name__}: {error}", "findings": []}
+        _emit(args, data, f"UNSAFE {args.path}: {data['reason']}")
+        return EXIT_REJECTED
+    data = {**report.as_dict(), "result": "clean" if report.safe else "unsafe"}
+    lines = [f"{'CLEAN' if report.safe else 'UNSAFE'} {report.artifact}: {report.files_scanned} file(s), "
+             f"allowlist v{report.allowlist_version}"]
+    lines += [f"  {where}: {kind}" for where, kind in sorted(report.formats.items())]
+    for finding in report.findings:
+        extra = f" (callable {finding.callable})" if finding.callable else ""
+        lines.append(f"  refused {finding.describe()}{extra}")
+    _emit(args, data, "\n".join(lines))
+    return EXIT_OK if report.safe else EXIT_REJECTED
+
+
+# -- release and audit ----------------------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Re-verify a release bundle offline, print its lineage; exit 1 naming every file that fails."""
+    from integrity.distribution.audit import audit_release, render_html, render_text
+    from integrity.trust.signing import atomic_write
+
+    if args.revoked:  # incident response: every published release that consumed a revoked input
+        from integrity.distribution.audit import render_exposure, revoked_exposure
+
+        if args.release or args.html:
+            raise UsageError("--revoked lists the whole store; it takes no RELEASE and no --html")
+        exposures = revoked_exposure(policy=args.policy, key=args.key, model=args.model, store=args.store,
+                                     home=Path(args.home).resolve() if args.home else None)
+        _emit(args, {"exposures": [e.as_dict() for e in exposures]}, render_exposure(exposures))
+        return EXIT_REJECTED if any(e.releases for e in exposures) else EXIT_OK
+    if not args.release:
+        raise UsageError("name the release directory to audit (or pass --revoked)")
+    report = audit_release(args.release, policy=args.policy, key=args.key, store=args.store,
+                           home=Path(args.home).resolve() if args.home else None, trusted_root=args.trusted_root)
+    if args.html:
+        atomic_write(args.html, render_html(report).encode())
+    _emit(args, report.as_dict(), render_text(report) + (f"\nHTML report: {args.html}" if args.html else ""))
+    if not report.ok:
+        for finding in report.audit.failures:
+            print(f"cairn audit: {finding.file}: {finding.detail}", file=sys.stderr)
+    return report.exit_code
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    """Fine-tune, gate and release one spec without Dagster (the release assets run the same steps)."""
+    from integrity.release.spec import load_release_spec
+    from integrity.release.steps import release_model
+    from integrity.settings import current
+
+    specs = current(release_spec=args.spec).release_specs
+    if len(specs) != 1:
+        raise UsageError(f"cairn release takes one release spec; {len(specs)} are configured",
+                         advice="Pass --spec SPEC.yaml (or set $CAIRN_RELEASE_SPEC to one file).")
+    gate, result = release_model(_ingestion(args), load_release_spec(specs[0]), log=print)
+    data = {"gate": gate.as_gate(), "release": str(result.path) if result else None,
+            "version": result.version if result else None}
+    text = (f"released {result.path} (gate: {gate.reason})" if result else f"NOT released: {gate.reason}")
+    _emit(args, data, text)
+    return EXIT_OK if result else EXIT_REJECTED
+def cmd_bench_poisoning(args: argparse.Namespace) -> int:
+    """Poisoning benchmark (repository checkout only: the benchmarks package is not installed)."""
+    checkout = str(Path(__file__).resolve().parents[2])
+    if (Path(checkout) / "benchmarks" / "poisoning").is_dir() and checkout not in sys.path:
+        sys.path.insert(0, checkout)
+    import importlib
+    import importlib.util
+
+    try:  # imported by name: the benchmarks are not part of the typed, installed library
+        bench = importlib.import_module("benchmarks.poisoning.bench")
+        scan_timing = importlib.import_module("benchmarks.poisoning.scan_timing")
+    except ImportError as exc:
+        raise UsageError(f"the benchmarks are not importable here ({exc}); run from the repository root") from exc
+    if args.models:
+        models = importlib.import_module("benchmarks.poisoning.models")
+        report = models.run(args.models, Path(args.out), device=args.device or "cpu", regions=args.model_regions)
+        print(Path(args.out).with_suffix(".md").read_text())
+        print(f"wrote {args.out} ({report['seconds']} s)")
+        return EXIT_OK
+    if args.time_scan:
+        return int(scan_timing.main(["--data", args.data if args.data != "digits" else "fashion_mnist",
+                                     "--out", args.out]))
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else bench.METHODS
+    needs = {"art": any(m.startswith("art_") for m in methods), "cleanlab": "cleanlab" in methods}
+    for module, needed in needs.items():
+        if needed and importlib.util.find_spec(module) is None:
+            raise UsageError(f"{module} is not installed: run `.venv/bin/pip install -e '.[bench]'` "
+                             "(ART and cleanlab are the benchmark's peers)")
+    attacks = [a.strip() for a in args.attack.split(",")]
+    rates = [float(r) for r in str(args.rate).split(",")]
+    report = bench.run(args.data, attacks, rates, args.seeds, Path(args.out), device=args.device,
+                       train_size=args.train_size, methods=methods)
+    print(bench.markdown(report["summary"]))
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')} ({report['seconds']} s)")
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cairn", description="ML supply-chain integrity.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = add("hash", cmd_hash, "SHA-256 of a file, or the model-signing manifest of a directory")
+    p.add_argument("path")
+    p.add_argument("--shard-size", type=int, help="hash in shards of this many bytes (parallel within files)")
+    p.add_argument("--workers", type=int, help="threads to hash with (default: all cores)")
+
+    p = add("sign", cmd_sign, "sign a file or directory (OpenSSF model-signing format)")
+    p.add_argument("path")
+    p.add_argument("--signature", help="where to write the bundle (default DIR/model.sig or FILE.sig)")
+    p.add_argument("--key", help="PEM private key (key method, or the certificate's key)")
+    p.add_argument("--certificate", help="PEM signing certificate (certificate method)")
+    p.add_argument("--chain", action="append", default=[], help="PEM intermediate certificates")
+    p.add_argument("--keyless", action="store_true", help="Sigstore keyless signing with ambient OIDC credentials")
+    p.add_argument("--trust-config", help="Sigstore client trust config JSON (default: production)")
+    p.add_argument("--identity-token", help="OIDC identity token (default: $SIGSTORE_ID_TOKEN or ambient)")
+    p.add_argument("--shard-size", type=int, help="sign a sharded manifest (parallel hashing within files)")
+    p.add_argument("--workers", type=int, help="hashing threads")
+
+    p = add("verify", cmd_verify, "verify a file or directory against its signature and a signer policy")
+    p.add_argument("path")
+    p.add_argument("--bundle", help="signature bundle (default DIR/model.sig or FILE.sig)")
+    p.add_argument("--identity", help="allowed signer identity (Sigstore SAN, or certificate SAN with --ca)")
+    p.add_argument("--issuer", help="allowed OIDC issuer (Sigstore)")
+    p.add_argument("--key", help="pinned PEM public key")
+    p.add_argument("--ca", help="pinned PEM CA certificate(s) (certificate method)")
+    p.add_argument("--tsa", help="pinned PEM timestamp-authority certificate(s) (certificate method)")
+    p.add_argument("--policy", help="trust policy YAML")
+    p.add_argument("--source", help="source entry in the trust policy")
+    p.add_argument("--trusted-root", help="Sigstore trusted root: production (default), staging or a JSON file")
+    p.add_argument("--record", help="write the verification record (in-toto statement) here")
+
+    p = add("key", lambda a: EXIT_USAGE, "manage signing keys")
+    key_sub = p.add_subparsers(dest="key_command", required=True)
+    g = key_sub.add_parser("generate", help="create an ECDSA P-256 key pair")
+    g.set_defaults(handler=cmd_key_generate)
+    g.add_argument("--out", required=True, help="path prefix: writes PREFIX.key and PREFIX.pub")
+    g.add_argument("--force", action="store_true")
+    g.add_argument("--json", action="store_true")
+    f = key_sub.add_parser("fingerprint", help="print a public key's fingerprint")
+    f.set_defaults(handler=cmd_key_fingerprint)
+    f.add_argument("public_key")
+    f.add_argument("--json", action="store_true")
+
+    p = add("policy", lambda a: EXIT_USAGE, "inspect trust policies")
+    pol_sub = p.add_subparsers(dest="policy_command", required=True)
+    c = pol_sub.add_parser("check", help="validate a policy file and print its digest")
+    c.set_defaults(handler=cmd_policy_check)
+    c.add_argument("policy")
+    c.add_argument("--json", action="store_true")
+
+    # Commands from other installed packages (the Dagster code location adds `cairn demo`).
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="cairn.commands"), key=lambda e: e.name):
+        entry.load()(add)
+
+    p = add("ingest", cmd_ingest, "run ingestion steps for catalog sources without Dagster (exit 1 if any rejected)")
+    p.add_argument("step", choices=["fetch", "verify", "validate", "attest", "run", "reverify"])
+    p.add_argument("--source", action="append", help="catalog source (repeatable; default: all)")
+    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+
+    p = add("store", lambda a: EXIT_USAGE, "check the artifact store")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    c = store_sub.add_parser("verify", help="re-hash every object; report and set aside what fails")
+    c.set_defaults(handler=cmd_store_verify)
+    c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+    c.add_argument("--no-quarantine", action="store_true", help="report only; leave corrupted objects in place")
+    c.add_argument("--json", action="store_true")
+
+    p = add("ledger", lambda a: EXIT_USAGE, "check the tamper-evident transparency ledger")
+    led_sub = p.add_subparsers(dest="ledger_command", required=True)
+    for name, help_text in (("verify", "check every entry and signed tree head"),
+                            ("prove", "print an inclusion proof for one entry")):
+        c = led_sub.add_parser(name, help=help_text)
+        c.set_defaults(handler=cmd_ledger)
+        c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+        c.add_argument("--public-key", required=True, help="the ledger's pinned public key (PEM)")
+        c.add_argument("--json", action="store_true")
+        if name == "prove":
+            c.add_argument("index", type=int)
+        else:
+            c.add_argument("--records", action="store_true", help="also check that logged records are unchanged")
+            c.add_argument("--checkpoint", default=None,
+                           help="the newest signed head this client saw (default $CAIRN_LEDGER_CHECKPOINT or "
+                                "HOME/ledger-checkpoints/<store>.json); a shorter or rewritten ledger is refused")
+            c.add_argument("--no-checkpoint-update", action="store_true",
+                           help="check against the checkpoint but do not move it forward")
+
+    from integrity.cli.distribution import add_distribution_commands
+
+    add_distribution_commands(add)
+
+    p = add("scan", cmd_scan, "model-file gate: refuse weights that can run code (exit 0 clean, 1 unsafe, 2 error)")
+    p.add_argument("path", help="model file or directory")
+
+    p = add("audit", cmd_audit, "re-verify a release bundle offline and print its lineage (exit 1 if anything fails)")
+    p.add_argument("release", nargs="?", help="the release directory (<model>-<version>)")
+    p.add_argument("--revoked", action="store_true",
+                   help="instead: list every published release that consumed a revoked input (exit 1 if any)")
+    p.add_argument("--model", help="with --revoked and --key: the model the key signs")
+    p.add_argument("--policy", help="release policy YAML (default $CAIRN_RELEASE_POLICY or HOME/release-policy.yaml)")
+    p.add_argument("--key", help="pinned release public key instead of a policy")
+    p.add_argument("--store", help="artifact store with signed revocations (default $CAIRN_STORE or HOME/store)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--trusted-root", help="Sigstore trusted root for keyless releases")
+    p.add_argument("--html", help="also write a self-contained HTML report here")
+
+    p = add("release", cmd_release, "fine-tune from attested inputs, gate, and write the signed release (no Dagster)")
+    p.add_argument("--spec", help="release spec YAML (default $CAIRN_RELEASE_SPEC, else the packaged demo spec)")
+    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
+    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+
+    p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
+    cat_sub = p.add_subparsers(dest="catalog_command", required=True)
+    c = cat_sub.add_parser("check", help="validate a catalog file and list its sources")
+    c.set_defaults(handler=cmd_catalog_check)
+    c.add_argument("catalog")
+    c.add_argument("--home", help="Cairn home that relative URIs resolve against")
+    c.add_argument("--json", action="store_true")
+
+    p = add("bench", lambda a: EXIT_USAGE, "benchmarks (from a repository checkout)")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    c = bench_sub.add_parser("poisoning", help="poisoning scans vs ART and cleanlab on injected attacks")
+    c.set_defaults(handler=cmd_bench_poisoning)
+    c.add_argument("--data", default="digits", help="digits, breast_cancer, fashion_mnist or FILE.npz (X, y)")
+    c.add_argument("--attack", default="badnets", help="label_flip, label_flip_pair, badnets, badnets_single, "
+                   "blended, clean_label, clean_label_quantised (comma-separated for several)")
+    c.add_argument("--rate", default="0.05", help="poisoned fraction of the training set (comma-separated)")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--out", default="benchmarks/results/poisoning.json")
+    c.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    c.add_argument("--train-size", type=int, help="subsample the training split (e.g. Fashion-MNIST on CPU)")
+    c.add_argument("--methods", help="comma-separated subset of the methods")
+    c.add_argument("--time-scan", action="store_true",
+                   help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
+    c.add_argument("--models", type=int, default=0,
+                   help="model-level benchmark instead: train N clean and N backdoored backbones and scan them")
+    c.add_argument("--model-regions", action="store_true",
+                   help="with --models: also scan each backbone's trunk as a headless encoder (the pipeline's mode)")
+    c.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+        return code
+    except CairnError as error:
+        if getattr(args, "json", False):
+            print(json.dumps({"result": "rejected" if error.exit_code == EXIT_REJECTED else "error",
+                              "error": type(error).__name__, "kind": error.kind,
+                              "artifact": error.artifact, "reason": error.reason}, indent=2))
+        print(error.diagnostics(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return EXIT_USAGE
+    except OSError as error:  # a file or connection problem the command did not name: an input error, said plainly
+        where = getattr(error, "filename", None)
+        reason = error.strerror or str(error)
+        if getattr(args, "json", False):
+            print(json.dumps({"result": "error", "error": type(error).__name__, "kind": "unreadable",
+                              "artifact": where, "reason": reason}, indent=2))
+        print(f"ArtifactReadError: {where + ': ' if where else ''}{reason}\n"
+              "What to do: Check that the path exists, is a regular file or folder, and is readable.", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:  # fail closed: an unexpected error never reads as success
+        print(f"cairn: unexpected error ({type(error).__name__}): {error}", file=sys.stderr)
+        return EXIT_REJECTED if args.command == "verify" else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,377 @@
+"""Screening: scan an attested dataset with the attested foundation model, and the model itself.
+
+Runs after attestation and before fine-tuning. Input and output never leave the trust boundary:
+
+* reads the attested copy (``attested/<dataset>/<name>``, npy format: ``images.npy`` + ``labels.npy``)
+  and the foundation model's attested safetensors conversion (``attested/<model>/...``);
+* scores every sample (:func:`integrity.scans.poisoning.scan_dataset`), flags by policy, and writes:
+
+  ``screened/<dataset>/<name>/``       the filtered dataset: ``images.npy``, ``labels.npy`` and
+                                       ``sample_ids.npy`` (row numbers in the attested copy) - stored in
+                                       the trusted store only when the screening passes
+  ``screened/<dataset>.json``          summary: verdict, digests, counts, record keys, plot paths
+  ``screened/<dataset>/plots/*.png``   per-class score distributions
+  store ``records/screenings/...``     the screening record (in-toto statement: inputs, policy, outcome,
+                                       every flagged sample id with its score)
+  store quarantine                     the flagged samples (ids, labels, scores) with the reason
+
+* :func:`scan_model` reverse-engineers a minimal trigger for the encoder and records the verdict
+  (``screened/<model>.json``, ``records/model-scans/...``, the reversed trigger as PNG).
+
+A screening that cannot run (unreadable data, weights that do not fit) is a rejection, never a pass.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import textwrap
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from integrity import __version__, safeio
+from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError
+from integrity.ledger.transparency import log_record
+from integrity.scans.poisoning.policy import ModelScanPolicy, ScanPolicy
+from integrity.storage import ArtifactStore
+from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, hash_artifact
+from integrity.trust.signing import atomic_write
+
+SCREENING_PREDICATE_TYPE = "https://cairn.dev/attestations/screening/v1"
+MODEL_SCAN_PREDICATE_TYPE = "https://cairn.dev/attestations/model-scan/v1"
+PROBES = 16  # clean probe images for the model scan (scikit-learn's digits: installed, offline)
+
+
+@dataclass(frozen=True)
+class ScreeningOutcome:
+    """What screening concluded for one dataset or model; ``passed`` False blocks everything downstream."""
+
+    name: str
+    passed: bool
+    reason: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    record_key: str | None = None
+    quarantine_id: str | None = None
+    plots: list[str] = field(default_factory=list)
+    output: str | None = None
+    output_digest: str | None = None
+
+
+def _statement(name: str, digest: str | None, predicate_type: str, predicate: dict[str, Any]) -> dict[str, Any]:
+    subject = [{"name": name, "digest": {"sha256": digest} if digest else {}}]
+    return {"_type": IN_TOTO_STATEMENT_TYPE, "subject": subject,
+            "predicateType": predicate_type,
+            "predicate": {**predicate, "at": datetime.now(UTC).isoformat(),
+                          "tool": {"name": "cairn", "version": __version__}}}
+
+
+def _record_name(name: str, step: str) -> str:
+    return f"{name}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+
+
+def read_attested_dataset(home: Path, source_key: str) -> tuple[Path, str, dict[str, bytes]]:
+    """The attested copy's files as read once, checked against the attested digest (fails closed).
+
+    The scan and the filtered copy are made from these in-memory bytes, so a copy swapped after
+    attestation is refused rather than screened and passed on as trusted.
+    """
+    source = attested_path(home, source_key)
+    expected = _attested_digest(home, source_key)
+    paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    try:
+        files = {(p.name if p == source else p.relative_to(source).as_posix()): p.read_bytes() for p in paths}
+    except OSError as exc:
+        raise ArtifactReadError(f"cannot read the attested copy: {exc}", artifact=source) from exc
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    if source.is_file():
+        digest = next(iter(digests.values()))
+    else:
+        root = hashlib.sha256()
+        for name in sorted(digests, key=lambda n: tuple(n.split("/"))):
+            root.update(bytes.fromhex(digests[name]))
+        digest = root.hexdigest()
+    if expected is None or digest != expected:
+        raise DigestMismatchError(f"the attested copy hashes to sha256:{digest}, not the attested "
+                                  f"sha256:{expected} (changed after attestation)", artifact=source)
+    return source, digest, files
+
+
+def arrays_from(files: dict[str, bytes], where: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``images.npy`` and ``labels.npy`` parsed from bytes already read (and hashed)."""
+    try:
+        images = np.load(io.BytesIO(files["images.npy"]), allow_pickle=False)
+        labels = np.load(io.BytesIO(files["labels.npy"]), allow_pickle=False)
+    except (KeyError, OSError, ValueError) as exc:
+        raise ArtifactReadError(f"cannot read the npy dataset: {exc!r}", artifact=where) from exc
+    return images, labels
+
+
+def load_image_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An npy dataset (``images.npy``, ``labels.npy``) as images in [0, 1] and integer labels."""
+    try:
+        images = np.load(folder / "images.npy", allow_pickle=False)
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactReadError(f"cannot read the npy dataset: {exc}", artifact=folder) from exc
+    return _scaled(images, labels, folder)
+
+
+def _scaled(images: np.ndarray, labels: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [0, 1] and integer labels, with the shapes a scan needs."""
+    if images.ndim not in (3, 4) or len(images) != len(labels):
+        raise ArtifactReadError(f"expected N x H x W images and N labels, got {images.shape} and {labels.shape}",
+                                artifact=folder)
+    peak = float(images.max()) if images.size else 1.0
+    scale = 16.0 if peak <= 16 and images.dtype.kind in "iu" else (255.0 if peak > 1.0 else 1.0)
+    return (images / scale).astype(np.float32), labels.astype(np.int64)
+
+
+def attested_path(home: Path, source_key: str) -> Path:
+    """The single attested artifact of a source (its folder or file under ``attested/<source>``)."""
+    folder = home / "attested" / source_key
+    entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    if len(entries) != 1:
+        raise ArtifactReadError("no attested copy: the source must be attested before screening", artifact=folder)
+    return entries[0]
+
+
+def _attested_digest(home: Path, source_key: str) -> str | None:
+    try:
+        data = safeio.loads((home / "attested" / f"{source_key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get("usable_digest") or data.get("digest")
+    return str(value) if value else None
+
+
+def score_plot(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float, title: str) -> Path:
+    """Per-class score distributions (one strip per class, flagged samples in red) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = np.unique(labels)
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(classes) + 1.6), dpi=100)
+    rng = np.random.default_rng(0)
+    shown = np.clip(scores, -5, 15)
+    for row, label in enumerate(classes):
+        values = shown[labels == label]
+        jitter = row + rng.uniform(-0.3, 0.3, len(values))
+        flagged = values >= threshold
+        axis.scatter(values[~flagged], jitter[~flagged], s=4, color="#4477aa", alpha=0.5)
+        axis.scatter(values[flagged], jitter[flagged], s=8, color="#cc3311")
+    axis.axvline(threshold, color="#cc3311", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(classes)), [str(c) for c in classes])
+    axis.set_xlabel("poisoning score (robust z; clipped to [-5, 15]); dashed: flag threshold")
+    axis.set_ylabel("class")
+    axis.set_title(textwrap.fill(title, 110), fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def trigger_plot(path: Path, mask: np.ndarray, pattern: np.ndarray, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pattern2d = pattern if pattern.ndim == 2 else pattern.mean(0)
+    figure, axes = plt.subplots(1, 3, figsize=(7, 2.6), dpi=100)
+    panels = (("mask", mask), ("pattern", pattern2d), ("trigger = mask x pattern", mask * pattern2d))
+    for axis, (name, image) in zip(axes, panels, strict=True):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=1)
+        axis.set_title(name, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+@contextlib.contextmanager
+def _shared_cores() -> Iterator[None]:
+    """Scan with half the cores: the scan shares the machine with the run's other steps (and, in CI,
+    with a second test worker), and oversubscribed torch threads slow everything down many times over."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) // 2)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _foundation(home: Path, model_key: str | None) -> Any:
+    from integrity.scans.poisoning.features import FoundationModel
+
+    if model_key is None:
+        return None
+    return FoundationModel.from_path(attested_path(home, model_key))
+
+
+def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_key: str | None,
+                   policy: ScanPolicy | None = None, device: str | None = None) -> ScreeningOutcome:
+    """Scan the attested dataset; store the filtered copy (if it passes), the record and the quarantine list."""
+    from integrity.scans.poisoning import scan_dataset
+
+    policy = policy or ScanPolicy()
+    out_root = home / "screened"
+    summary_path = out_root / f"{dataset_key}.json"
+    try:
+        source, input_digest, files = read_attested_dataset(home, dataset_key)
+        raw_images, raw_labels = arrays_from(files, source)
+        x, y = _scaled(raw_images, raw_labels, source)
+        with _shared_cores():
+            result = scan_dataset(x, y, foundation=_foundation(home, model_key), policy=policy, device=device)
+    except CairnError as error:
+        outcome = ScreeningOutcome(dataset_key, False, f"screening could not run: {error.summary()}")
+        atomic_write(summary_path, json.dumps({"dataset": dataset_key, "passed": False, "reason": outcome.reason},
+                                              indent=2).encode())
+        return outcome
+    flagged_ids = np.flatnonzero(result.flagged)
+    flagged_list = [{"id": int(i), "label": int(y[i]), "score": round(float(result.scores[i]), 4)} for i in flagged_ids]
+    plots = [str(score_plot(out_root / dataset_key / "plots" / "scores-by-class.png", result.scores, y,
+                            policy.flag_threshold, f"{dataset_key}: {result.verdict.reason}"))]
+    # The flagged samples go to quarantine (as a list of ids, labels and scores) with the reason.
+    scratch = out_root / dataset_key / f".flagged-{uuid.uuid4().hex[:8]}.json"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(scratch, json.dumps({"dataset": dataset_key, "input_digest": input_digest,
+                                      "flagged": flagged_list}, indent=2).encode())
+    quarantine_id = None
+    try:
+        if flagged_list:
+            entry = store.quarantine(scratch, f"poisoning scan flagged {len(flagged_list)} sample(s): "
+                                     f"{result.verdict.reason}", source=dataset_key,
+                                     details={"step": "screen", "flagged": len(flagged_list),
+                                              "passed": result.verdict.passed})
+            quarantine_id = entry.id
+    finally:
+        scratch.unlink(missing_ok=True)
+    output, output_digest = None, None
+    if result.verdict.passed:
+        keep = np.flatnonzero(~result.flagged)
+        target = out_root / dataset_key / source.name
+        staging = out_root / dataset_key / f".{source.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            for name, array in (("images.npy", raw_images[keep]), ("labels.npy", raw_labels[keep]),
+                                ("sample_ids.npy", keep.astype(np.int64))):
+                with open(staging / name, "wb") as handle:
+                    np.save(handle, array, allow_pickle=False)
+            stored = store.put_trusted(staging)
+            output_digest = hash_artifact(staging).root_digest
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+            output = str(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        store_digest: str | None = stored.digest
+    else:
+        store_digest = None
+    summary = result.summary()
+    record = _statement(source.name, input_digest, SCREENING_PREDICATE_TYPE, {
+        "dataset": dataset_key, "model": model_key, "modelDigest": _attested_digest(home, model_key) if model_key
+        else None, "passed": result.verdict.passed, "reason": result.verdict.reason,
+        "summary": {k: v for k, v in summary.items() if k != "evidence"}, "evidence": summary["evidence"],
+        "flagged": flagged_list, "quarantineId": quarantine_id,
+        "output": {"path": output, "digest": output_digest, "storeDigest": store_digest,
+                   "samples": int((~result.flagged).sum()) if result.verdict.passed else 0},
+    })
+    record_key = store.put_record("screenings", _record_name(dataset_key, "screen"), record)
+    log_record(store, record_key, home=home)
+    body = {"dataset": dataset_key, "passed": result.verdict.passed, "reason": result.verdict.reason,
+            "input_digest": input_digest, "model": model_key, "output": output, "output_digest": output_digest,
+            "output_store_digest": store_digest, "record": record_key, "quarantine_id": quarantine_id,
+            "samples": len(y), "flagged": len(flagged_list), "backdoor_classes": result.split_classes,
+            "plots": plots, "seconds": round(result.seconds, 2), "device": result.device,
+            "per_class": summary["per_class"]}
+    atomic_write(summary_path, json.dumps(body, indent=2).encode())
+    return ScreeningOutcome(dataset_key, result.verdict.passed, result.verdict.reason, body, record_key,
+                            quarantine_id, plots, output, output_digest)
+
+
+def probe_images() -> np.ndarray:
+    """Clean probe inputs for the model scan: scikit-learn's digits (installed with Cairn, offline)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.target))[:PROBES]
+    probes: np.ndarray = (data.images[order] / 16.0).astype(np.float32)
+    return probes
+
+
+MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 3}
+
+
+def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: ModelScanPolicy | None = None,
+               device: str | None = None) -> ScreeningOutcome:
+    """Reverse-engineer a minimal trigger for the attested encoder and judge it by policy.
+
+    The scan is deterministic, so its record is named by the model's digest and the scan
+    configuration: the same attested weights are scanned once per store, later runs reuse the record.
+    """
+    from integrity.scans.poisoning import scan_encoder
+
+    policy = policy or ModelScanPolicy()
+    out_root = home / "screened"
+    summary_path = out_root / f"{model_key}.json"
+    plot = out_root / model_key / "plots" / "reversed-trigger.png"
+    digest = _attested_digest(home, model_key)
+    config_tag = hashlib.sha256(json.dumps(MODEL_SCAN_CONFIG, sort_keys=True).encode()).hexdigest()[:12]
+    record_name = f"{model_key}-{(digest or 'unknown')[:16]}-{config_tag}"
+    cached: dict[str, Any] | None = None
+    if digest and plot.is_file():
+        try:
+            cached = store.get_record("model-scans", record_name)["predicate"]
+        except (CairnError, KeyError):
+            cached = None
+    if cached is not None:
+        verdict = policy.check(float(cached["score"]), str(cached.get("score_kind", "anomaly_index")))
+        body = {"model": model_key, "digest": digest, "record": f"records/model-scans/{record_name}.json",
+                "plots": [str(plot)], **{k: v for k, v in cached.items() if k not in ("at", "tool")},
+                "passed": verdict.passed, "reason": verdict.reason, "reused": True}
+        atomic_write(summary_path, json.dumps(body, indent=2).encode())
+        return ScreeningOutcome(model_key, verdict.passed, verdict.reason, body, body["record"], None, [str(plot)])
+    try:
+        model = _foundation(home, model_key)
+        with _shared_cores():
+            result = scan_encoder(lambda batch: model.embed_tensor(model.prepare(batch)), probe_images(),
+                                  policy=policy, device=model.device, regions=int(MODEL_SCAN_CONFIG["regions"]),
+                                  steps=int(MODEL_SCAN_CONFIG["steps"]), lr=float(MODEL_SCAN_CONFIG["lr"]))
+    except CairnError as error:
+        reason = f"model scan could not run: {error.summary()}"
+        atomic_write(summary_path, json.dumps({"model": model_key, "passed": False, "reason": reason}).encode())
+        return ScreeningOutcome(model_key, False, reason)
+    plots = [str(trigger_plot(plot, result.trigger.mask, result.trigger.pattern,
+                              f"{model_key}: smallest reversed trigger (region {result.trigger.region}, "
+                              f"anomaly index {result.score:.2f})"))]
+    record = _statement(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
+        "model": model_key, "method": "Neural Cleanse on embedding regions (k-means pseudo-classes)",
+        "config": MODEL_SCAN_CONFIG, **result.summary(),
+        # the smallest reversed trigger, in the probes' image space: the release gate measures it on the fine-tune
+        "trigger": {"region": result.trigger.region, "mask": np.round(result.trigger.mask, 4).tolist(),
+                    "pattern": np.round(result.trigger.pattern, 4).tolist()}})
+    try:  # records are write-once (the ledger vouches for their bytes): a re-scan gets its own name
+        record_key = store.put_record("model-scans", record_name if digest else _record_name(model_key, "scan"),
+                                      record)
+    except StoreError:
+        record_key = store.put_record("model-scans", _record_name(model_key, "scan"), record)
+    log_record(store, record_key, home=home)
+    body = {"model": model_key, "digest": digest, "record": record_key, "plots": plots, **result.summary()}
+    atomic_write(summary_path, json.dumps(body, indent=2).encode())
+    return ScreeningOutcome(model_key, result.verdict.passed, result.verdict.reason, body, record_key, None, plots)

@@ -1,0 +1,156 @@
+"""Signed revocations: a release, source, signer, policy version or artifact that must no longer be trusted.
+
+A revocation is an in-toto statement signed by a revocation authority (by default the
+pipeline's release identity) and kept in the artifact store under ``records/revocations/``.
+Readers load the list with the authority they pin; an entry whose signature does not verify
+is not ignored but stops the read (fail closed: someone wrote to the store who should not).
+
+Subjects are exact strings per kind::
+
+    release   MODEL@VERSION            (a published release)
+    source    NAME                     (a catalog source: every version of it)
+    signer    sha256:<key or cert fingerprint> | <Sigstore identity>
+    policy    sha256:<policy file digest> (a reviewed policy version)
+    artifact  sha256:<content digest>  (exact bytes, whatever they are called)
+"""
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from integrity import safeio
+from integrity.errors import RevokedError, StoreError, UsageError, VerificationError
+from integrity.storage import ArtifactStore, MissingObjectError
+from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
+from integrity.trust.policy import SignerRule
+from integrity.trust.signing import Signer
+
+REVOCATION_PREDICATE_TYPE = "https://cairn.dev/attestations/revocation/v1"
+RECORD_KIND = "revocations"
+SubjectKind = Literal["release", "source", "signer", "policy", "artifact"]
+SUBJECT_KINDS: tuple[str, ...] = get_args(SubjectKind)
+
+
+class RevocationListError(VerificationError):
+    """The revocation list cannot be trusted (an entry's signature does not verify)."""
+
+    kind = "revocation-list"
+    advice = "Do not use any release until the store's revocations are checked; someone wrote to it without authority."
+
+
+@dataclass(frozen=True)
+class Revocation:
+    kind: SubjectKind
+    subject: str
+    reason: str
+    revoked_at: str
+    revoked_by: Mapping[str, str]
+    record_key: str = ""
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.subject} revoked at {self.revoked_at}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "reason": self.reason, "revokedAt": self.revoked_at,
+                "revokedBy": dict(self.revoked_by), "record": self.record_key}
+
+
+def _check(kind: str, subject: str) -> SubjectKind:
+    if kind not in SUBJECT_KINDS:
+        raise UsageError(f"unknown revocation kind {kind!r}; choose one of {', '.join(SUBJECT_KINDS)}")
+    if not subject.strip():
+        raise UsageError(f"a {kind} revocation needs a subject")
+    if kind == "release" and "@" not in subject:
+        raise UsageError(f"a release is revoked as MODEL@VERSION, not {subject!r}")
+    if kind in ("policy", "artifact") and not subject.startswith("sha256:"):
+        raise UsageError(f"a {kind} is revoked by its digest (sha256:...), not {subject!r}")
+    return kind  # type: ignore[return-value]
+
+
+def record_name(kind: str, subject: str) -> str:
+    """One record per subject, so revoking twice is idempotent and a later write cannot replace it."""
+    return f"{kind}-{hashlib.sha256(subject.encode()).hexdigest()[:40]}"
+
+
+def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason: str) -> Revocation:
+    """Sign and store a revocation; returns the existing one if the subject is already revoked."""
+    checked = _check(kind, subject)
+    if not reason.strip():
+        raise UsageError("a revocation needs a reason (auditors read it)")
+    name = record_name(checked, subject)
+    if store.backend.exists(f"records/{RECORD_KIND}/{name}.json"):
+        bundle = store.get_record(RECORD_KIND, name)
+        return _from_statement(safeio.loads(_payload(bundle)), f"records/{RECORD_KIND}/{name}.json")
+    now = datetime.now(UTC).isoformat()
+    statement = {
+        "_type": IN_TOTO_STATEMENT_TYPE,
+        "subject": [{"name": f"{checked}:{subject}",
+                     "digest": {"sha256": hashlib.sha256(subject.encode()).hexdigest()}}],
+        "predicateType": REVOCATION_PREDICATE_TYPE,
+        "predicate": {"kind": checked, "subject": subject, "reason": reason, "revokedAt": now,
+                      "revokedBy": signer.describe()},
+    }
+    bundle = safeio.loads(signer.sign_statement(statement))
+    key = store.put_record(RECORD_KIND, name, bundle)
+    return Revocation(checked, subject, reason, now, signer.describe(), key)
+
+
+def _payload(bundle: Mapping[str, Any]) -> bytes:
+    import base64
+
+    try:
+        return base64.b64decode(bundle["dsseEnvelope"]["payload"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RevocationListError("a revocation record is not a signed statement") from exc
+
+
+def _from_statement(statement: Mapping[str, Any], key: str) -> Revocation:
+    predicate = statement.get("predicate") or {}
+    try:
+        return Revocation(_check(str(predicate["kind"]), str(predicate["subject"])), str(predicate["subject"]),
+                          str(predicate["reason"]), str(predicate["revokedAt"]), dict(predicate["revokedBy"]), key)
+    except (KeyError, TypeError, UsageError) as exc:
+        raise RevocationListError(f"revocation record {key} is malformed: {exc}", artifact=key) from exc
+
+
+class RevocationList:
+    """Every verified revocation in a store; ``check`` raises :class:`RevokedError` for a revoked subject."""
+
+    def __init__(self, revocations: Iterable[Revocation]) -> None:
+        self.revocations = tuple(revocations)
+        self._index: dict[tuple[str, str], Revocation] = {(r.kind, r.subject): r for r in self.revocations}
+
+    @classmethod
+    def load(cls, store: ArtifactStore, authority: SignerRule) -> "RevocationList":
+        from integrity.trust.verifying import verify_statement
+
+        found = []
+        for name in store.list_records(RECORD_KIND):
+            key = f"records/{RECORD_KIND}/{name}.json"
+            try:
+                raw = store.backend.read_bytes(key)
+            except (MissingObjectError, StoreError) as exc:
+                raise RevocationListError(f"cannot read revocation {key}: {exc}", artifact=key) from exc
+            try:
+                signed = verify_statement(raw, authority, predicate_type=REVOCATION_PREDICATE_TYPE, where=key)
+            except VerificationError as exc:
+                raise RevocationListError(f"revocation {key} does not verify: {exc.reason}", artifact=key) from exc
+            revocation = _from_statement(signed.statement, key)
+            if record_name(revocation.kind, revocation.subject) != name:
+                raise RevocationListError(f"revocation {key} is filed under another subject's name", artifact=key)
+            found.append(revocation)
+        return cls(found)
+
+    def find(self, kind: str, subject: str) -> Revocation | None:
+        return self._index.get((kind, subject))
+
+    def check(self, kind: str, subject: str, *, artifact: str | None = None) -> None:
+        revocation = self.find(kind, subject)
+        if revocation is not None:
+            raise RevokedError(revocation.describe(), artifact=artifact or subject,
+                               advice="Stop using it; `cairn audit` lists every release that consumed it.")
+
+    def __len__(self) -> int:
+        return len(self.revocations)
