@@ -15,21 +15,8 @@ from integrity.errors import EXIT_OK, EXIT_REJECTED
 from integrity.intake.catalog import load_catalog
 from integrity.intake.ingest import Ingestion
 from integrity.settings import current
+from pipelines.instance import dagster_home
 from pipelines.resources import DEMO_CATALOG, CairnResource
-
-DAGSTER_YAML = """# Written by `cairn demo`: a project-local Dagster instance (SQLite), no telemetry.
-telemetry:
-  enabled: false
-"""
-
-
-def dagster_home(home: Path) -> Path:
-    folder = home / "dagster"
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    return folder
 
 
 def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: str = "CRITICAL"

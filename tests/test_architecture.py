@@ -12,8 +12,6 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 
 #: Layers, lowest first. A module's layer is the longest prefix listed here.

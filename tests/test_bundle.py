@@ -11,18 +11,17 @@ import yaml
 
 from integrity.errors import CairnError, RevokedError, UntrustedSignerError
 from integrity.release.bundle import (
-    INDEX,
-    INDEX_SIGNATURE,
-    ReleaseBundleError,
     ReleaseExistsError,
     ReleaseFileError,
     ReleaseGateError,
-    ReleaseIndexError,
     audit_bundle,
     next_sequence,
     verify_bundle,
     write_bundle,
 )
+from integrity.release.index import INDEX_NAME as INDEX
+from integrity.release.index import INDEX_SIGNATURE_NAME as INDEX_SIGNATURE
+from integrity.release.index import ReleaseBundleError, ReleaseIndexError
 from integrity.release.revocation import RevocationList, revoke
 from integrity.storage import open_store
 from integrity.trust.policy import PublicKey, load_policy

@@ -25,9 +25,10 @@ from integrity.distribution import (
     read_retention,
     releases_consuming,
 )
+from integrity.distribution.ledgered import revoke_and_log
 from integrity.errors import DigestMismatchError, RevokedError, UsageError
 from integrity.ledger import Ledger
-from integrity.ledger.transparency import open_ledger, revoke_and_log
+from integrity.ledger.transparency import open_ledger
 from integrity.release.bundle import ReleaseFileError
 from integrity.storage import open_store
 from integrity.trust.policy import load_policy

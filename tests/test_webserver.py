@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 
-from pipelines.demo import dagster_home, materialize_catalog
+from pipelines.demo import materialize_catalog
+from pipelines.instance import dagster_home
 from pipelines.staging import stage_demo
 from tests.support.webserver import WEBSERVER, running_webserver
 

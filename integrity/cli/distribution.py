@@ -143,7 +143,8 @@ def cmd_presign(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from integrity.ledger.transparency import open_ledger, revoke_and_log
+    from integrity.distribution.ledgered import revoke_and_log
+    from integrity.ledger.transparency import open_ledger
     from integrity.trust.signing import KeylessSigner, KeySigner, Signer
 
     chosen = [(k, v) for k, v in (("release", args.release), ("source", args.source), ("signer", args.signer),

@@ -20,7 +20,8 @@ from typing import Any
 
 from integrity import safeio
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
-from integrity.release.bundle import INDEX, BundleAudit, Finding, audit_bundle
+from integrity.release.bundle import BundleAudit, Finding, audit_bundle
+from integrity.release.index import INDEX_NAME, INDEX_SIGNATURE_NAME, ReleaseIndex
 from integrity.release.provenance import lineage_tree, render_svg
 from integrity.release.revocation import RevocationList
 from integrity.settings import current
@@ -68,24 +69,27 @@ def _release_policy(policy: str | Path | None, home: Path) -> TrustPolicy:
     return load_policy(path)
 
 
+def _peek(release: Path) -> ReleaseIndex | None:
+    """The release's index as it claims itself (its signature is verified afterwards), if it parses."""
+    try:
+        return ReleaseIndex.read(release)
+    except CairnError:
+        return None
+
+
 def _peek_model(release: Path, known: list[str] | None = None) -> str:
     """The model a release claims to be (its index says, else its folder name): verified afterwards."""
-    try:
-        data = safeio.loads((release / INDEX).read_text(encoding="utf-8"))
-        return str(data["model"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    index = _peek(release)
+    if index is not None:
+        return index.model
     candidates = sorted((m for m in known or [] if release.name.startswith(f"{m}-")), key=len, reverse=True)
     return candidates[0] if candidates else ""
 
 
 def _peek_version(release: Path) -> str:
     """The version a release's index claims (verified afterwards), else empty."""
-    try:
-        data = safeio.loads((release / INDEX).read_text(encoding="utf-8"))
-        return str(data["version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+    index = _peek(release)
+    return index.version if index is not None else ""
 
 
 def revocation_store(release: Path, model: str, store: str | None, home: Path) -> tuple[str | None, str]:
@@ -172,7 +176,8 @@ def audit_release(
     except (OSError, ValueError):
         lineage = None
     bad = {f.file for f in audit.failures}
-    verified = lineage is not None and not ({"lineage.json", "lineage.json.sig", INDEX, "release.json.sig"} & bad)
+    signed = {"lineage.json", "lineage.json.sig", INDEX_NAME, INDEX_SIGNATURE_NAME}
+    verified = lineage is not None and not (signed & bad)
     return AuditReport(path, audit, trust, note, lineage, verified, datetime.now(UTC).isoformat())
 
 

@@ -28,7 +28,6 @@ bucket credentials: a JSON file of presigned URLs, verified exactly like a crede
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -48,6 +47,12 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from integrity import safeio
+from integrity.distribution.errors import (
+    IncompleteReleaseError,
+    PublishConflictError,
+    ReleaseNotFoundError,
+    RollbackError,
+)
 from integrity.errors import (
     ArtifactReadError,
     CairnError,
@@ -57,7 +62,18 @@ from integrity.errors import (
     UsageError,
     VerificationError,
 )
-from integrity.release.bundle import ReleaseIndexError, verify_bundle
+from integrity.release.bundle import verify_bundle
+from integrity.release.index import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
+    FileEntry,
+    ReleaseIndex,
+    ReleaseIndexError,
+    _check_segment,
+    check_revocations,
+    read_index,
+    verify_index_signature,
+)
 from integrity.storage import (
     CHUNK,
     ArtifactStore,
@@ -66,66 +82,25 @@ from integrity.storage import (
     blob_key,
     normalize_digest,
 )
-from integrity.trust.hashing import sha256_file, validate_relative_name
+from integrity.trust.hashing import sha256_file
 from integrity.trust.policy import SignerEvidence, TrustPolicy
 
-RELEASE_SCHEMA = "https://cairn.dev/release/v1"
 PUBLICATION_SCHEMA = "https://cairn.dev/publication/v1"
 TICKET_SCHEMA = "https://cairn.dev/pull-ticket/v1"
 PULL_STATE_SCHEMA = "https://cairn.dev/pull-state/v1"
-INDEX_NAME = "release.json"
-INDEX_SIGNATURE_NAME = "release.json.sig"
 RELEASES_PREFIX = "releases/"
 #: How long a pull ticket's URLs stay valid unless told otherwise.
 DEFAULT_TICKET_SECONDS = 3600
 #: Default Object Lock retention where the bucket supports it and has no default rule.
 DEFAULT_RETENTION_DAYS = 3650
 DEFAULT_RETENTION_MODE = "GOVERNANCE"
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _STAGING_SUFFIX = ".cairn-pull"
 
 
 # -- errors -----------------------------------------------------------------------------------
 
 
-class PublishConflictError(VerificationError):
-    """Another release already holds this version or sequence number; nothing was overwritten."""
-
-    kind = "publish-conflict"
-    advice = ("Published releases are immutable. Build the release again with a new version and the next "
-              "sequence number.")
-
-
-class ReleaseNotFoundError(UsageError):
-    """No published release matches the model (and version) asked for."""
-
-    kind = "release-not-found"
-    advice = ("Check the model name, the version and the store URL; published releases are the records under "
-              "releases/<model>/versions/ in the store.")
-
-
-class IncompleteReleaseError(VerificationError):
-    """The release index names an object the store does not have; nothing was pulled."""
-
-    kind = "release-incomplete"
-    advice = "The store lost or never received part of this release. Republish it from the signed bundle."
-
-
-class RollbackError(VerificationError):
-    """The store served an older (or replaced) release index than one already seen."""
-
-    kind = "rollback"
-    advice = ("Someone replayed an older release index or hid a newer release. Do not use this pull; check the "
-              "store's access logs and the transparency ledger.")
-
-
 # -- small helpers ------------------------------------------------------------------------------
-
-
-def _check_segment(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SAFE.match(value):
-        raise UsageError(f"invalid {what} {value!r}: use letters, digits, '.', '_', '+' and '-' (not first)")
-    return value
 
 
 def parse_reference(reference: str) -> tuple[str, str | None]:
@@ -156,96 +131,6 @@ def _now() -> str:
 
 
 # -- the release index ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class ReleaseIndex:
-    """What ``release.json`` says, checked for shape (its signature is checked separately)."""
-
-    model: str
-    version: str
-    sequence: int
-    files: tuple[FileEntry, ...]
-    data: Mapping[str, Any]
-    sha256: str
-
-    @property
-    def reference(self) -> str:
-        return f"{self.model}@{self.version}"
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(f.size for f in self.files)
-
-    @classmethod
-    def parse(cls, raw: bytes, *, where: str = INDEX_NAME) -> "ReleaseIndex":
-        try:
-            data = safeio.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ReleaseIndexError(f"release index is not JSON: {exc}", artifact=where) from exc
-        if not isinstance(data, dict):
-            raise ReleaseIndexError("release index is not a JSON object", artifact=where)
-        if data.get("schema") != RELEASE_SCHEMA:
-            raise ReleaseIndexError(f"unknown release schema {data.get('schema')!r}", artifact=where)
-        try:
-            model = _check_segment(str(data["model"]), "model name")
-            version = _check_segment(str(data["version"]), "version")
-            sequence = data["sequence"]
-            if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
-                raise ReleaseIndexError(f"sequence {sequence!r} is not a positive integer", artifact=where)
-            files_raw = data["files"]
-            if not isinstance(files_raw, dict) or not files_raw:
-                raise ReleaseIndexError("release index lists no files", artifact=where)
-            files = []
-            for name, entry in sorted(files_raw.items()):
-                relative = validate_relative_name(str(name), where)
-                if relative in (INDEX_NAME, INDEX_SIGNATURE_NAME, "."):
-                    raise ReleaseIndexError(f"release index lists {relative!r} as a file", artifact=where)
-                size = entry["size"]
-                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                    raise ReleaseIndexError(f"{relative}: size {size!r} is not a byte count", artifact=where)
-                files.append(FileEntry(relative, normalize_digest(str(entry["sha256"]), artifact=where), size))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ReleaseIndexError(f"release index is missing a field: {exc!r}", artifact=where) from exc
-        except UsageError as exc:
-            raise ReleaseIndexError(exc.reason, artifact=where) from exc
-        return cls(model, version, sequence, tuple(files), data, hashlib.sha256(raw).hexdigest())
-
-    def subjects(self) -> list[tuple[str, str]]:
-        """Every (kind, subject) a revocation could name for this release."""
-        found: list[tuple[str, str]] = [("release", self.reference)]
-        policy = self.data.get("policy_digest")
-        if isinstance(policy, str):
-            found.append(("policy", policy))
-        model_digest = self.data.get("model_digest")
-        if isinstance(model_digest, str):
-            found.append(("artifact", model_digest))
-        signer = self.data.get("signer") or {}
-        if isinstance(signer, dict):
-            for name in ("key_fingerprint", "certificate_fingerprint", "identity"):
-                if isinstance(signer.get(name), str):
-                    found.append(("signer", signer[name]))
-        for item in self.data.get("inputs") or []:
-            if not isinstance(item, dict):
-                continue
-            source = item.get("source") or item.get("name")  # the catalog source ("name" may be SOURCE/STAGE)
-            if isinstance(source, str):
-                found.append(("source", source))
-            for key in ("digest", "used_digest"):  # what the publisher signed, and what training read
-                if isinstance(item.get(key), str):
-                    digest = item[key]
-                    found.append(("artifact", digest if digest.startswith("sha256:") else f"sha256:{digest}"))
-            if isinstance(item.get("policy_digest"), str):
-                found.append(("policy", item["policy_digest"]))
-        found.extend(("artifact", f"sha256:{f.sha256}") for f in self.files)
-        return found
 
 
 @dataclass(frozen=True)
@@ -308,49 +193,6 @@ class BundleCheck:
     path: Path
     index: ReleaseIndex
     evidence: SignerEvidence
-
-
-def read_index(bundle_dir: Path) -> ReleaseIndex:
-    path = bundle_dir / INDEX_NAME
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ArtifactReadError(f"no release index: {exc.strerror or exc}", artifact=path) from exc
-    return ReleaseIndex.parse(raw, where=str(path))
-
-
-def verify_index_signature(bundle_dir: Path, policy: TrustPolicy, model: str) -> tuple[ReleaseIndex, SignerEvidence]:
-    """``release.json`` against ``release.json.sig`` and the release policy's signers for ``model``."""
-    from integrity.trust.verifying import verify_source
-
-    result = verify_source(bundle_dir / INDEX_NAME, policy, model, bundle=bundle_dir / INDEX_SIGNATURE_NAME)
-    index = read_index(bundle_dir)
-    if index.sha256 != result.digest:
-        raise DigestMismatchError("release index changed while it was verified", artifact=bundle_dir / INDEX_NAME)
-    if index.model != model:
-        raise ReleaseIndexError(f"the signed index is for model {index.model!r}, not {model!r}",
-                                artifact=bundle_dir / INDEX_NAME)
-    return index, result.evidence
-
-
-def _revocation_subjects(index: ReleaseIndex, evidence: SignerEvidence) -> list[tuple[str, str]]:
-    subjects = index.subjects()
-    for value in (evidence.key_fingerprint, evidence.identity):
-        if value:
-            subjects.append(("signer", value))
-    if evidence.certificate is not None:
-        from integrity.trust.signing import certificate_fingerprint
-
-        subjects.append(("signer", certificate_fingerprint(evidence.certificate)))
-    return subjects
-
-
-def check_revocations(revocations: Any, index: ReleaseIndex, evidence: SignerEvidence) -> None:
-    """Refuse a release if it, its signer, its policy, one of its inputs or one of its files is revoked."""
-    if revocations is None:
-        return
-    for kind, subject in _revocation_subjects(index, evidence):
-        revocations.check(kind, subject, artifact=index.reference)
 
 
 def verify_release_dir(bundle_dir: str | Path, policy: TrustPolicy, model: str, *,
@@ -536,7 +378,7 @@ def publish(
         held.update(_apply_retention(store, [claim_key, pub_key], retention))
     ledger_index = None
     if ledger is not None:
-        from integrity.ledger.transparency import log_release
+        from integrity.distribution.ledgered import log_release
 
         ledger_index = log_release(ledger, store, index, pub_key, signature_sha256)
     return PublishResult(index.model, index.version, index.sequence, index.sha256, store.backend.describe(pub_key),
@@ -1053,7 +895,7 @@ def pull(
             state.check(index, latest=version is None)
         ledger_checked = False
         if ledger is not None:
-            from integrity.ledger.transparency import check_release_in_ledger
+            from integrity.distribution.ledgered import check_release_in_ledger
 
             check_release_in_ledger(ledger, index, latest=version is None)
             ledger_checked = True
@@ -1205,18 +1047,13 @@ def releases_consuming(
 
 __all__ = [
     "ConsumingRelease",
-    "IncompleteReleaseError",
     "Publication",
-    "PublishConflictError",
     "PublishResult",
     "PullResult",
     "PullState",
-    "ReleaseIndex",
     "ReleaseIndexError",
-    "ReleaseNotFoundError",
     "Retention",
     "RevokedError",
-    "RollbackError",
     "StoreSource",
     "TicketSource",
     "default_pull_state",

@@ -34,40 +34,31 @@ from integrity.errors import (
     UsageError,
     VerificationError,
 )
+from integrity.release.index import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
+    MODEL_DIR,
+    MODEL_FILES,
+    MODEL_SIGNATURE,
+    RELEASE_SCHEMA,
+    SIGNED_FILES,
+    ReleaseBundleError,
+    ReleaseIndex,
+    ReleaseIndexError,
+)
 from integrity.release.revocation import RevocationList
 from integrity.trust.hashing import sha256_file
 from integrity.trust.policy import AnyOf, SignerEvidence, TrustPolicy
 from integrity.trust.signing import BUNDLE_MEDIA_TYPE, Signer, atomic_write, sign_artifact
 from integrity.trust.verifying import VerificationResult, verify_artifact, verify_source
 
-RELEASE_SCHEMA = "https://cairn.dev/release/v1"
-INDEX = "release.json"
-INDEX_SIGNATURE = "release.json.sig"
-MODEL_DIR = "model"
-MODEL_FILES = ("model/model.safetensors", "model/config.json")
-MODEL_SIGNATURE = "model/model.sig"
 #: Files signed one by one with the release identity (each has ``NAME.sig`` beside it).
-SIGNED_FILES = ("provenance.intoto.json", "bom.cdx.json", "lineage.json", "lineage.svg")
-REQUIRED_FILES = (*MODEL_FILES, MODEL_SIGNATURE, *SIGNED_FILES, *(f"{name}.sig" for name in SIGNED_FILES))
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # -- errors -----------------------------------------------------------------------------------------
-
-
-class ReleaseBundleError(VerificationError):
-    """A release bundle is not what its signed index says (the error names the file and why)."""
-
-    kind = "release-bundle"
-    advice = "Do not deploy this release. Obtain it again from the release store and re-run `cairn audit`."
-
-
-class ReleaseIndexError(ReleaseBundleError):
-    """``release.json`` is malformed, names another model, or records a failed gate."""
-
-    kind = "release-index"
 
 
 class ReleaseFileError(ReleaseBundleError):
@@ -113,7 +104,7 @@ def next_sequence(releases_dir: str | Path, model: str) -> int:
     highest = 0
     folder = Path(releases_dir)
     if folder.is_dir():
-        for index in folder.glob(f"*/{INDEX}"):
+        for index in folder.glob(f"*/{INDEX_NAME}"):
             try:
                 data = safeio.loads(index.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -230,8 +221,8 @@ def write_bundle(
         }
         if build:
             index["build"] = dict(build)
-        atomic_write(staging / INDEX, _json_bytes(index))
-        sign_artifact(staging / INDEX, signer)
+        atomic_write(staging / INDEX_NAME, _json_bytes(index))
+        sign_artifact(staging / INDEX_NAME, signer)
         if final.exists():
             raise ReleaseExistsError(f"release {model} {version} already exists", artifact=final)
         os.rename(staging, final)
@@ -403,44 +394,6 @@ def _strict_signature_shape(path: Path) -> str:
     return "canonical key/certificate bundle"
 
 
-def _parse_index(path: Path, model_name: str | None) -> dict[str, Any]:
-    try:
-        data = safeio.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ReleaseIndexError(f"unreadable release index: {exc}", artifact=path) from exc
-    if not isinstance(data, dict):
-        raise ReleaseIndexError("the release index is not a JSON object", artifact=path)
-    if data.get("schema") != RELEASE_SCHEMA:
-        raise ReleaseIndexError(f"unknown schema {data.get('schema')!r} (expected {RELEASE_SCHEMA})", artifact=path)
-    for name, kind in (("model", str), ("version", str), ("created", str), ("sequence", int), ("files", dict),
-                       ("model_digest", str), ("inputs", list), ("gates", dict), ("signer", dict)):
-        value = data.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ReleaseIndexError(f"field {name!r} is missing or not a {kind.__name__}", artifact=path)
-    if model_name is not None and data["model"] != model_name:
-        raise ReleaseIndexError(f"this is a release of {data['model']!r}, not of {model_name!r}", artifact=path)
-    if data["sequence"] < 1:
-        raise ReleaseIndexError("sequence must be a positive integer", artifact=path)
-    if not str(data["model_digest"]).startswith("sha256:"):
-        raise ReleaseIndexError("model_digest must be sha256:<hex>", artifact=path)
-    for name, entry in data["files"].items():
-        parts = str(name).split("/")
-        if (not isinstance(entry, dict) or not _HEX64.match(str(entry.get("sha256", "")))
-                or not isinstance(entry.get("size"), int) or any(p in ("", ".", "..") for p in parts)
-                or name in (INDEX, INDEX_SIGNATURE)):
-            raise ReleaseIndexError(f"file entry {name!r} is malformed", artifact=path)
-    missing = [name for name in REQUIRED_FILES if name not in data["files"]]
-    if missing:
-        raise ReleaseIndexError(f"the index does not list {', '.join(missing)}", artifact=path)
-    failed = [name for name, gate in data["gates"].items()
-              if not isinstance(gate, dict) or gate.get("passed") is not True]
-    if failed or not data["gates"]:
-        raise ReleaseIndexError(
-            f"the index records gate(s) that did not pass: {', '.join(failed)}" if failed
-            else "the index records no release gate", artifact=path)
-    return data
-
-
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in sorted(dirnames + filenames):
@@ -497,29 +450,6 @@ def _cross_references(root: Path, index: Mapping[str, Any]) -> str:
     return f"subject names the model files; {len(resolved)} resolved dependencies cover every input"
 
 
-def _revocation_subjects(index: Mapping[str, Any], evidences: Sequence[SignerEvidence]) -> list[tuple[str, str]]:
-    subjects = [("release", f"{index['model']}@{index['version']}"), ("artifact", str(index["model_digest"]))]
-    if index.get("policy_digest"):
-        subjects.append(("policy", str(index["policy_digest"])))
-    for evidence in evidences:
-        signer = _subject_of(evidence)
-        if signer:
-            subjects.append(("signer", signer))
-    for item in index.get("inputs") or []:
-        if not isinstance(item, dict):
-            continue
-        if item.get("name"):
-            subjects.append(("source", str(item.get("source") or item["name"])))
-        digest = str(item.get("digest") or "")
-        if digest.startswith("sha256:"):
-            subjects.append(("artifact", digest))
-        for key in ("policy_digest", "used_digest"):
-            value = str(item.get(key) or "")
-            if value.startswith("sha256:"):
-                subjects.append(("policy" if key == "policy_digest" else "artifact", value))
-    return list(dict.fromkeys(subjects))
-
-
 def _inspect(
     path: str | Path,
     release_policy: TrustPolicy,
@@ -535,7 +465,7 @@ def _inspect(
     if not root.is_dir():
         checks.fail(ArtifactReadError("no release directory here", artifact=root), str(root), "layout")
         return BundleAudit(root, tuple(checks.findings), None, None)
-    index_path, signature_path = root / INDEX, root / INDEX_SIGNATURE
+    index_path, signature_path = root / INDEX_NAME, root / INDEX_SIGNATURE_NAME
     name = model_name
     if name is None:  # audit without a model name: take it from the index, then verify the index for it
         try:
@@ -546,7 +476,7 @@ def _inspect(
     try:
         rules = release_policy.source(name or "<unknown model>").signers
     except PolicyError as error:
-        checks.fail(error, INDEX, "release policy")
+        checks.fail(error, INDEX_NAME, "release policy")
         return BundleAudit(root, tuple(checks.findings), None, None)
 
     evidences: list[SignerEvidence] = []
@@ -559,16 +489,18 @@ def _inspect(
         evidences.append(result.evidence)
         return f"signed by {result.evidence.describe()} ({result.reason})"
 
-    checks.run(INDEX_SIGNATURE, "canonical signature bundle", lambda: _strict_signature_shape(signature_path))
-    signed = checks.run(INDEX, "index signature", verify_index)
+    checks.run(INDEX_SIGNATURE_NAME, "canonical signature bundle", lambda: _strict_signature_shape(signature_path))
+    signed = checks.run(INDEX_NAME, "index signature", verify_index)
     index: dict[str, Any] | None = None
+    parsed: list[ReleaseIndex] = []
 
     def parse() -> str:
         nonlocal index
-        index = _parse_index(index_path, name)
+        parsed.append(ReleaseIndex.read(root, model=name, complete=True))
+        index = dict(parsed[0].data)
         return f"{index['model']} {index['version']}, sequence {index['sequence']}, {len(index['files'])} files"
 
-    if not checks.run(INDEX, "index contents", parse) or index is None:
+    if not checks.run(INDEX_NAME, "index contents", parse) or index is None:
         return BundleAudit(root, tuple(checks.findings), None, None)
     if not signed:
         return BundleAudit(root, tuple(checks.findings), index, None)
@@ -580,7 +512,7 @@ def _inspect(
                                         "(a replayed older release?)", artifact=index_path)
             return f"sequence {index['sequence'] if index else '?'} >= {min_sequence}"
 
-        checks.run(INDEX, "sequence", sequence)
+        checks.run(INDEX_NAME, "sequence", sequence)
 
     # Every file present must be listed, and every listed file must match.
     try:
@@ -588,7 +520,7 @@ def _inspect(
     except OSError as exc:
         checks.fail(ArtifactReadError(f"cannot list the release: {exc}", artifact=root), str(root), "layout")
         return BundleAudit(root, tuple(checks.findings), index, None)
-    for file in sorted(set(present) - set(listed) - {INDEX, INDEX_SIGNATURE}):
+    for file in sorted(set(present) - set(listed) - {INDEX_NAME, INDEX_SIGNATURE_NAME}):
         checks.fail(ReleaseFileError("present in the release but not listed in the signed release.json",
                                      artifact=root / file), file, "listed")
     # The model's files are hashed once, by the model-signing verification; their digests are then
@@ -637,14 +569,14 @@ def _inspect(
 
     revocations_checked = 0
     if revocations is not None:
-        subjects = _revocation_subjects(index, evidences)
+        subjects = parsed[0].subjects(evidences)
         revocations_checked = len(subjects)
         for kind, subject in subjects:
             def not_revoked(kind: str = kind, subject: str = subject) -> str:
                 revocations.check(kind, subject, artifact=str(root))
                 return f"{kind} {subject}"
 
-            checks.run(INDEX, "not revoked", not_revoked)
+            checks.run(INDEX_NAME, "not revoked", not_revoked)
     report = None
     if all(f.passed for f in checks.findings) and index_result:
         evidence = index_result[0].evidence

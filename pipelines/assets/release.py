@@ -235,7 +235,7 @@ def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | N
     """One Dagster run over the release assets (the ingestion assets are upstream, already materialized)."""
     from integrity.intake.catalog import load_catalog
     from pipelines.assets.ingestion import build_source_assets
-    from pipelines.demo import dagster_home
+    from pipelines.instance import dagster_home
 
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     sources = load_catalog(catalog, root=home, strict=False)
