@@ -78,7 +78,6 @@ from integrity.storage import (
     CHUNK,
     ArtifactStore,
     MissingObjectError,
-    S3Backend,
     blob_key,
     normalize_digest,
 )
@@ -227,58 +226,19 @@ class Retention:
 
 
 def object_lock_enabled(store: ArtifactStore) -> bool:
-    """Whether the store is an S3 bucket with Object Lock enabled."""
-    backend = store.backend
-    if not isinstance(backend, S3Backend):
-        return False
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        config = backend.client.get_object_lock_configuration(Bucket=backend.bucket)
-    except ClientError:
-        return False
-    except BotoCoreError as exc:
-        raise StoreError(f"cannot read the bucket's Object Lock configuration: {exc}", artifact=backend.url) from exc
-    return bool(config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+    """Whether the store's backend enforces retention (an S3 bucket with Object Lock enabled)."""
+    return "object-lock" in store.backend.capabilities and store.backend.object_lock_enabled()
 
 
 def _apply_retention(store: ArtifactStore, keys: Sequence[str], retention: Retention) -> dict[str, dict[str, str]]:
-    """Set (or extend) retention on each key; returns what S3 reports afterwards (from head_object)."""
-    backend = store.backend
-    assert isinstance(backend, S3Backend)
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """Set (or extend) retention on each key; returns what the service reports afterwards."""
     until = datetime.now(UTC) + timedelta(days=retention.days)
-    reported: dict[str, dict[str, str]] = {}
-    for key in keys:
-        full = backend.full_key(key)
-        try:
-            head = backend.client.head_object(Bucket=backend.bucket, Key=full)
-            current = head.get("ObjectLockRetainUntilDate")
-            if current is None or current < until - timedelta(days=1):
-                backend.client.put_object_retention(
-                    Bucket=backend.bucket, Key=full,
-                    Retention={"Mode": retention.mode, "RetainUntilDate": until},
-                )
-                head = backend.client.head_object(Bucket=backend.bucket, Key=full)
-        except (ClientError, BotoCoreError) as exc:
-            raise StoreError(f"cannot set Object Lock retention: {exc}", artifact=backend.describe(key)) from exc
-        mode, date = head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
-        if not mode or date is None:
-            raise StoreError("S3 accepted the retention but head_object reports none", artifact=backend.describe(key))
-        reported[key] = {"mode": str(mode), "retain_until": date.isoformat()}
-    return reported
+    return {key: store.backend.retain(key, retention.mode, until) for key in keys}
 
 
 def read_retention(store: ArtifactStore, key: str) -> dict[str, str] | None:
-    """Retention S3 holds for a store key (``head_object``: moto's ``get_object_retention`` is broken)."""
-    backend = store.backend
-    if not isinstance(backend, S3Backend):
-        return None
-    head = backend.client.head_object(Bucket=backend.bucket, Key=backend.full_key(key))
-    if not head.get("ObjectLockMode"):
-        return None
-    return {"mode": str(head["ObjectLockMode"]), "retain_until": head["ObjectLockRetainUntilDate"].isoformat()}
+    """Retention the service holds for a store key (None where the backend has none)."""
+    return store.backend.retention(key)
 
 
 # -- publishing ---------------------------------------------------------------------------------
@@ -446,34 +406,12 @@ class StoreSource:
     def fetch(self, digest: str, size: int, dest: Path, progress: Progress) -> None:
         key = blob_key("trusted", digest)
         backend = self.store.backend
+        ranged = self.connections > 1 and size > 8 * 1024 * 1024 and "ranged-reads" in backend.capabilities
         try:
-            if isinstance(backend, S3Backend) and self.connections > 1 and size > 8 * 1024 * 1024:
-                self._fetch_s3(backend, key, dest, progress)
-                return
-            with open(dest, "xb") as out:
-                for chunk in backend.read_chunks(key):
-                    out.write(chunk)
-                    progress(len(chunk))
+            backend.download(key, dest, progress, connections=self.connections if ranged else 1)
         except MissingObjectError as exc:
             raise IncompleteReleaseError(f"object sha256:{digest} is missing from the store",
                                          artifact=backend.describe(key)) from exc
-
-    def _fetch_s3(self, backend: S3Backend, key: str, dest: Path, progress: Progress) -> None:
-        from boto3.s3.transfer import TransferConfig
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        config = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                                max_concurrency=self.connections, use_threads=True)
-        try:
-            backend.client.download_file(backend.bucket, backend.full_key(key), str(dest), Config=config,
-                                         Callback=progress)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                raise MissingObjectError("not in the store", artifact=backend.describe(key)) from exc
-            raise StoreError(f"S3 download failed ({code}: {exc})", artifact=backend.describe(key)) from exc
-        except BotoCoreError as exc:
-            raise StoreError(f"S3 download failed ({exc})", artifact=backend.describe(key)) from exc
 
     def revocations(self, authority: Any) -> Any:
         from integrity.release.revocation import RevocationList
@@ -589,7 +527,7 @@ def presign(
     recipient verifies everything again. Only S3 stores can presign.
     """
     backend = store.backend
-    if not isinstance(backend, S3Backend):
+    if "presigned-urls" not in backend.capabilities:
         raise UsageError("pull tickets need an S3 store (presigned URLs)", artifact=store.url)
     if not 1 <= expires_in <= 7 * 24 * 3600:
         raise UsageError("a ticket lasts between 1 second and 7 days (S3's presigned URL limit)")
@@ -605,13 +543,7 @@ def presign(
     _check_publication(index, publication)
     check_revocations(revocations, index, evidence)
     digests = {publication.index_sha256, publication.signature_sha256, *(f.sha256 for f in index.files)}
-    signer = _sigv4_client(backend)
-    urls = {
-        digest: signer.generate_presigned_url(
-            "get_object", Params={"Bucket": backend.bucket, "Key": backend.full_key(blob_key("trusted", digest))},
-            ExpiresIn=expires_in)
-        for digest in sorted(digests)
-    }
+    urls = {digest: backend.presign_get(blob_key("trusted", digest), expires_in) for digest in sorted(digests)}
     records = []
     for revocation in revocations.revocations:
         records.append({"key": revocation.record_key,
@@ -628,17 +560,6 @@ def presign(
         "objects": urls,
         "revocations": records,
     }
-
-
-def _sigv4_client(backend: S3Backend) -> Any:
-    """A client that presigns with Signature Version 4 (the only kind AWS accepts for new buckets)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(signature_version="s3v4",
-                    s3={"addressing_style": "path" if backend.endpoint_url else "auto"})
-    return boto3.session.Session().client("s3", endpoint_url=backend.endpoint_url,
-                                          region_name=backend.client.meta.region_name, config=config)
 
 
 # -- client-side rollback record ----------------------------------------------------------------

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from integrity.errors import ArtifactReadError
 from integrity.intake.catalog import Catalog
+from integrity.storage.s3_api import list_s3_objects
 
 
 def location_uri(location: str | Path) -> str:
@@ -29,7 +29,7 @@ def snapshot(location: str | Path) -> dict[str, str]:
     """Every object under the location (URI -> fingerprint); a missing local folder is empty."""
     uri = location_uri(location)
     if uri.startswith("s3://"):
-        return _snapshot_s3(uri)
+        return list_s3_objects(uri)
     root = Path(unquote(urlparse(uri).path))
     found: dict[str, str] = {}
     if not root.is_dir():
@@ -45,24 +45,6 @@ def snapshot(location: str | Path) -> dict[str, str]:
             except OSError:
                 continue
             found["file://" + str(path)] = f"{info.st_size}:{info.st_mtime_ns}"
-    return found
-
-
-def _snapshot_s3(uri: str) -> dict[str, str]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from integrity.storage import s3_client
-
-    parsed = urlparse(uri)
-    bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
-    found: dict[str, str] = {}
-    try:
-        paginator = s3_client().get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
-            for item in page.get("Contents", []):
-                found[f"s3://{bucket}/{item['Key']}"] = str(item.get("ETag", "")).strip('"')
-    except (BotoCoreError, ClientError) as exc:
-        raise ArtifactReadError(f"cannot list the drop location: {exc}", artifact=uri) from exc
     return found
 
 

@@ -34,7 +34,8 @@ from integrity.errors import ArtifactReadError, CairnError, StoreError, UsageErr
 from integrity.intake.attest import attest
 from integrity.intake.catalog import Catalog, Source
 from integrity.settings import current
-from integrity.storage import ArtifactStore, open_store, s3_client
+from integrity.storage import ArtifactStore, open_store
+from integrity.storage.s3_api import download_s3
 from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.trust.policy import TrustPolicy, load_policy
 from integrity.trust.signing import atomic_write
@@ -629,7 +630,10 @@ def _fetch_uri(uri: str, dest_dir: Path, *, want_file: bool = False) -> Path:
     if parsed.scheme == "file":
         return _fetch_local(Path(unquote(parsed.path)), dest_dir, want_file=want_file)
     if parsed.scheme == "s3":
-        return _fetch_s3(parsed.netloc, unquote(parsed.path).lstrip("/"), dest_dir, want_file=want_file)
+        try:
+            return download_s3(parsed.netloc, unquote(parsed.path).lstrip("/"), dest_dir, want_file=want_file)
+        except ArtifactReadError as exc:
+            raise FetchError(exc.reason, artifact=exc.artifact) from exc
     if parsed.scheme in ("https", "http"):
         return _fetch_http(uri, dest_dir)
     raise FetchError(f"unsupported URI scheme in {uri!r}")
@@ -671,41 +675,6 @@ def _copy_tree(source: Path, target: Path) -> None:
             _copy_file(path, dest)
         else:
             raise FetchError("special file in the drop (device, socket or FIFO)", artifact=path)
-
-
-def _fetch_s3(bucket: str, key: str, dest_dir: Path, *, want_file: bool) -> Path:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    uri = f"s3://{bucket}/{key}"
-    try:
-        client = s3_client()
-        prefix = key.rstrip("/") + "/"
-        listed = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/"))
-        keys = [o["Key"] for o in listed.get("Contents", [])]
-        while listed.get("IsTruncated"):
-            listed = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/"),
-                                            ContinuationToken=listed["NextContinuationToken"])
-            keys += [o["Key"] for o in listed.get("Contents", [])]
-        name = key.rstrip("/").rsplit("/", 1)[-1]
-        if key.rstrip("/") in keys and not key.endswith("/"):
-            target = dest_dir / name
-            client.download_file(bucket, key, str(target))
-            return target
-        members = [k for k in keys if k.startswith(prefix) and not k.endswith("/")]
-        if not members or want_file:
-            raise FetchError(f"unreachable URI: no object at {uri}", artifact=uri)
-        target = dest_dir / name
-        for member in members:
-            relative = member[len(prefix):]
-            parts = relative.split("/")
-            if any(p in ("", ".", "..") for p in parts):
-                raise FetchError(f"unsafe object name {member!r} under the drop", artifact=uri)
-            local = target.joinpath(*parts)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, member, str(local))
-        return target
-    except (BotoCoreError, ClientError) as exc:
-        raise FetchError(f"unreachable URI: {exc}", artifact=uri) from exc
 
 
 def _fetch_http(uri: str, dest_dir: Path) -> Path:
