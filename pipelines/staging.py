@@ -19,15 +19,9 @@ from pathlib import Path
 
 from integrity.errors import EXIT_USAGE, CairnError
 from integrity.intake.catalog import cairn_home
-from integrity.trust.signing import (
-    CertificateSigner,
-    KeySigner,
-    atomic_write,
-    generate_key_pair,
-    key_fingerprint,
-    load_public_key,
-    sign_artifact,
-)
+from integrity.trust.methods.certificate import CertificateSigner
+from integrity.trust.methods.key import KeySigner
+from integrity.trust.signing import atomic_write, generate_key_pair, key_fingerprint, load_public_key, sign_artifact
 
 #: What each demo source must end as; anything else makes ``cairn demo`` exit 1.
 EXPECTED = {

@@ -12,8 +12,10 @@ import pytest
 
 from integrity.intake.attest import attest
 from integrity.storage import open_store
+from integrity.trust.methods.certificate import CertificateSigner
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import load_policy
-from integrity.trust.signing import CertificateSigner, KeySigner, sign_artifact
+from integrity.trust.signing import sign_artifact
 from tests.support.pki import NOW, TestPKI
 
 

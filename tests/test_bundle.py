@@ -24,8 +24,9 @@ from integrity.release.index import INDEX_SIGNATURE_NAME as INDEX_SIGNATURE
 from integrity.release.index import ReleaseBundleError, ReleaseIndexError
 from integrity.release.revocation import RevocationList, revoke
 from integrity.storage import open_store
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import PublicKey, load_policy
-from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
 from tests.support.private_sigstore import PrivateSigstore, private_sigstore  # noqa: F401
 
 MODEL = "digits-classifier"
@@ -230,8 +231,8 @@ def test_a_release_signed_keyless_in_ci_verifies_against_the_workflow_identity(
 ) -> None:
     """CI signs releases keyless: every file of the bundle carries a Fulcio certificate for the workflow
     and a transparency-log entry; the release policy pins that identity and issuer (and the trusted root)."""
+    from integrity.trust.methods.sigstore import KeylessSigner
     from integrity.trust.policy import AnyOf, SigstoreIdentity, SourcePolicy, TrustPolicy
-    from integrity.trust.signing import KeylessSigner
 
     workflow = "https://github.com/acme/models/.github/workflows/release.yml@refs/tags/v1.0.0"
     issuer = "https://token.actions.githubusercontent.com"

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from integrity import cli
-from integrity.trust.signing import KeySigner, sign_artifact
+from integrity.trust.methods.key import KeySigner
+from integrity.trust.signing import sign_artifact
 from tests.support.pki import TestPKI
 
 

@@ -31,8 +31,8 @@ from integrity.ledger import Ledger
 from integrity.ledger.transparency import open_ledger
 from integrity.release.bundle import ReleaseFileError
 from integrity.storage import open_store
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import load_policy
-from integrity.trust.signing import KeySigner
 from tests.support.distribution import make_release_key, write_release_policy, write_test_bundle
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 

@@ -21,8 +21,9 @@ from integrity.release.spec import ReleaseSpecError, parse_release_spec
 from integrity.safeio import InputFormatError, parse_json, parse_yaml
 from integrity.storage import blob_key, open_store
 from integrity.storage.check import verify_store
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import load_policy, parse_policy
-from integrity.trust.signing import KeySigner, key_fingerprint, load_public_key
+from integrity.trust.signing import key_fingerprint, load_public_key
 from tests.support.distribution import make_release_key
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401
 

@@ -9,9 +9,9 @@ import pytest
 
 from integrity.intake.catalog import load_catalog
 from integrity.intake.ingest import Ingestion
+from integrity.release.inputs import UnattestedInputError
 from integrity.release.spec import load_release_spec
 from integrity.release.steps import ReleaseWork
-from integrity.release.training import UnattestedInputError
 from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
 
 CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"

@@ -29,7 +29,7 @@ from integrity.trust.keyless import DEFAULT_TRUST_CONFIG, ID_TOKEN_ENV, load_tru
 from tests.support.private_sigstore import PrivateSigstore, make_ca, private_sigstore  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
-PRODUCTION_ROOT = REPO / "integrity" / "trust_roots" / "production_trusted_root.json"
+PRODUCTION_ROOT = REPO / "integrity" / "data" / "trust_roots" / "production_trusted_root.json"
 EMAIL = "release-bot@cairn.example"
 EMAIL_ISSUER = "https://accounts.cairn.example"
 WORKFLOW = "https://github.com/acme/models/.github/workflows/release.yml@refs/heads/main"
@@ -364,8 +364,9 @@ def test_sign_artifact_and_verify_artifact_with_a_keyless_signer(
     private_sigstore: PrivateSigstore, tmp_path: Path
 ) -> None:
     from integrity.errors import CertificateError, IdentityMismatchError
+    from integrity.trust.methods.sigstore import KeylessSigner
     from integrity.trust.policy import SigstoreIdentity
-    from integrity.trust.signing import KeylessSigner, sign_artifact
+    from integrity.trust.signing import sign_artifact
     from integrity.trust.verifying import verify_artifact
 
     model = tmp_path / "model"

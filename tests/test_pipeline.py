@@ -175,7 +175,8 @@ def test_nightly_reverify_detects_changed_and_resigned_sources(demo_run, tmp_pat
     finally:
         csv.write_bytes(original)
     # The publisher re-signs the same bytes: a WARN that names the new signature.
-    from integrity.trust.signing import KeySigner, sign_artifact
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.signing import sign_artifact
 
     drop = home / "drops" / "breast-cancer"
     saved = (drop / "model.sig").read_bytes()

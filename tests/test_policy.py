@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from integrity.errors import DigestMismatchError, PolicyError, UntrustedSignerError
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import AllOf, AnyOf, SignerEvidence, SigstoreIdentity, load_policy, parse_policy
-from integrity.trust.signing import KeySigner, certificate_fingerprint, sign_artifact
+from integrity.trust.signing import certificate_fingerprint, sign_artifact
 from integrity.trust.verifying import verify_source
 from tests.support.pki import TestPKI
 

@@ -19,18 +19,12 @@ from integrity.intake.ingest import Ingestion
 from integrity.intake.screening import screen_dataset
 from integrity.release.bundle import ReleaseGateError
 from integrity.release.evaluation import Trigger, trigger_success
+from integrity.release.inputs import InputChangedError, UnattestedInputError, read_attested, resolve_inputs
+from integrity.release.model import load_safetensors, safetensors_bytes
 from integrity.release.revocation import revoke
 from integrity.release.spec import ReleaseSpecError, load_release_spec, parse_release_spec
 from integrity.release.steps import ReleaseWork, load_release_policy, release_signer
-from integrity.release.training import (
-    InputChangedError,
-    UnattestedInputError,
-    fine_tune,
-    load_safetensors,
-    read_attested,
-    resolve_inputs,
-    safetensors_bytes,
-)
+from integrity.release.training import fine_tune
 from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo, tiny_spec
 
 CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
@@ -162,7 +156,8 @@ def test_provenance_edited_after_signing_fails_the_audit(demo: ReleaseDemo, tmp_
     out = capsys.readouterr()
     assert "AUDIT FAILED" in out.out and "provenance.intoto.json" in out.err
     # Re-signing the edited file with another key does not help: the index pins its digest and signer.
-    from integrity.trust.signing import KeySigner, generate_key_pair, sign_artifact
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.signing import generate_key_pair, sign_artifact
 
     generate_key_pair(tmp_path / "other.key", tmp_path / "other.pub")
     sign_artifact(release / "provenance.intoto.json", KeySigner.from_file(tmp_path / "other.key"))

@@ -8,8 +8,9 @@ import pytest
 from integrity.errors import RevokedError, UsageError
 from integrity.release.revocation import RevocationList, RevocationListError, revoke
 from integrity.storage import open_store
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import PublicKey
-from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
 
 
 @pytest.fixture

@@ -24,15 +24,10 @@ from integrity.errors import (
     UntrustedSignerError,
 )
 from integrity.trust.hashing import HashingConfig
+from integrity.trust.methods.certificate import CertificateSigner
+from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import AnyOf, CertificateIdentity, PublicKey
-from integrity.trust.signing import (
-    CertificateSigner,
-    KeySigner,
-    certificate_fingerprint,
-    key_fingerprint,
-    load_public_key,
-    sign_artifact,
-)
+from integrity.trust.signing import certificate_fingerprint, key_fingerprint, load_public_key, sign_artifact
 from integrity.trust.verifying import verify_artifact
 from tests.support.pki import NOW, TestPKI
 

@@ -102,7 +102,8 @@ def write_weights(path: Path, size: int) -> None:
 def build_release(workdir: Path, size: int) -> tuple[Path, Path, Path]:
     """(bundle, release policy, public key) for a release with ``size`` bytes of weights."""
     from integrity.release.bundle import write_bundle
-    from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
 
     keys = workdir / "keys"
     keys.mkdir(parents=True, exist_ok=True)

@@ -423,8 +423,8 @@ def _check_ingestion(home: Path, trial: Trial, *, must_be_attested: bool) -> Non
     from integrity.errors import CairnError
     from integrity.intake.catalog import load_catalog
     from integrity.intake.ingest import Ingestion
+    from integrity.release.inputs import resolve_input
     from integrity.release.spec import InputRef
-    from integrity.release.training import resolve_input
     from integrity.storage import open_store
 
     store_path = home / "store"

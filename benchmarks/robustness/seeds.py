@@ -80,7 +80,8 @@ def build() -> dict[str, list[bytes]]:
 def _signed_seeds(tmp: Path) -> dict[str, list[bytes]]:
     """A real signature bundle, release index and ledger entry."""
     from benchmarks.robustness.targets import _ledger_world, _signed_world
-    from integrity.trust.signing import KeySigner, sign_artifact
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.signing import sign_artifact
 
     artifact, _ = _signed_world()
     sign_artifact(artifact, KeySigner.from_file(artifact.parent / "k.key"), signature_path=tmp / "weights.bin.sig")

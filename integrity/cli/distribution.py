@@ -145,7 +145,9 @@ def cmd_presign(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from integrity.distribution.ledgered import revoke_and_log
     from integrity.ledger.transparency import open_ledger
-    from integrity.trust.signing import KeylessSigner, KeySigner, Signer
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.methods.sigstore import KeylessSigner
+    from integrity.trust.signing import Signer
 
     chosen = [(k, v) for k, v in (("release", args.release), ("source", args.source), ("signer", args.signer),
                                   ("policy", args.policy_digest), ("artifact", args.artifact)) if v]

@@ -61,7 +61,10 @@ def cmd_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from integrity.trust.signing import CertificateSigner, KeylessSigner, KeySigner, Signer, sign_artifact
+    from integrity.trust.methods.certificate import CertificateSigner
+    from integrity.trust.methods.key import KeySigner
+    from integrity.trust.methods.sigstore import KeylessSigner
+    from integrity.trust.signing import Signer, sign_artifact
 
     signer: Signer
     if args.keyless:

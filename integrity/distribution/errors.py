@@ -1,6 +1,8 @@
 """Why a publication or a pull was refused."""
 
+
 from integrity.errors import (
+    StoreError,
     UsageError,
     VerificationError,
 )
@@ -35,3 +37,10 @@ class RollbackError(VerificationError):
     kind = "rollback"
     advice = ("Someone replayed an older release index or hid a newer release. Do not use this pull; check the "
               "store's access logs and the transparency ledger.")
+
+
+class PullTimeoutError(StoreError):
+    """The pull did not finish within its deadline; nothing was placed at the destination."""
+
+    kind = "timeout"
+    advice = "Check the store's endpoint and the network; raise --timeout (or $CAIRN_PULL_TIMEOUT) for a slow link."

@@ -23,22 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 from integrity import __version__, safeio
 from integrity.errors import ArtifactReadError, UsageError
-from integrity.release.spec import GatePolicy
-from integrity.release.training import (
+from integrity.release.inputs import read_attested
+from integrity.release.model import (
     MODEL_CONFIG,
     MODEL_WEIGHTS,
-    TrainingRun,
     backbone,
     build_model,
     holdout_split,
     image_dataset,
     indices_digest,
     load_safetensors,
-    read_attested,
-    read_model,
-    select_device,
     to_pixels,
 )
+from integrity.release.spec import GatePolicy
+from integrity.release.training import TrainingRun, read_model, select_device
 from integrity.storage import record_key
 from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
 from integrity.trust.signing import atomic_write
@@ -98,7 +96,7 @@ def scan_triggers(run: "TrainingRun", store: "ArtifactStore", home: "Path | None
     """
     from integrity.intake.screening import MODEL_SCAN_PREDICATE_TYPE
     from integrity.ledger.transparency import LoggedRecords
-    from integrity.release.training import referenced_record
+    from integrity.release.inputs import referenced_record
 
     logged = LoggedRecords.for_store(store, home) if any(
         a.ref.stage == "backdoor_scanned" and a.records.get("scans") for a in run.inputs) else None

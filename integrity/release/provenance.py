@@ -27,8 +27,9 @@ from typing import Any
 from integrity import __version__
 from integrity.errors import VerificationError
 from integrity.release.evaluation import GateResult
+from integrity.release.inputs import AttestedInput
 from integrity.release.spec import ReleaseSpec
-from integrity.release.training import AttestedInput, TrainingRun
+from integrity.release.training import TrainingRun
 from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
 
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"

@@ -26,6 +26,7 @@ from integrity.errors import CairnError, UsageError
 from integrity.intake.ingest import Ingestion
 from integrity.release.bundle import BundleReport, ReleaseGateError, next_sequence, verify_bundle, write_bundle
 from integrity.release.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers, scan_triggers
+from integrity.release.inputs import AttestedInput, resolve_inputs
 from integrity.release.provenance import (
     ReleaseContext,
     build_bom,
@@ -36,25 +37,12 @@ from integrity.release.provenance import (
 )
 from integrity.release.revocation import RevocationList
 from integrity.release.spec import ReleaseSpec
-from integrity.release.training import (
-    AttestedInput,
-    TrainingRun,
-    fine_tune,
-    load_training_run,
-    read_model,
-    resolve_inputs,
-)
+from integrity.release.training import TrainingRun, fine_tune, load_training_run, read_model
 from integrity.safeio import parse_yaml
+from integrity.trust.methods.key import KeySigner
+from integrity.trust.methods.sigstore import KeylessSigner
 from integrity.trust.policy import TrustPolicy, load_policy
-from integrity.trust.signing import (
-    KeylessSigner,
-    KeySigner,
-    Signer,
-    atomic_write,
-    generate_key_pair,
-    key_fingerprint,
-    load_public_key,
-)
+from integrity.trust.signing import Signer, atomic_write, generate_key_pair, key_fingerprint, load_public_key
 
 RELEASE_KEY = Path("keys") / "release.key"
 RELEASE_PUBLIC_KEY = Path("keys") / "release.pub"

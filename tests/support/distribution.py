@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from integrity.trust.signing import KeySigner, generate_key_pair, key_fingerprint, load_public_key
+from integrity.trust.methods.key import KeySigner
+from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
 
 
 def safetensors_bytes(tensors: dict[str, bytes]) -> bytes:
