@@ -12,7 +12,6 @@ import yaml
 from integrity.errors import CairnError, RevokedError, UntrustedSignerError
 from integrity.release.bundle import (
     ReleaseExistsError,
-    ReleaseFileError,
     ReleaseGateError,
     audit_bundle,
     next_sequence,
@@ -21,7 +20,7 @@ from integrity.release.bundle import (
 )
 from integrity.release.index import INDEX_NAME as INDEX
 from integrity.release.index import INDEX_SIGNATURE_NAME as INDEX_SIGNATURE
-from integrity.release.index import ReleaseBundleError, ReleaseIndexError
+from integrity.release.index import ReleaseBundleError, ReleaseFileError, ReleaseIndexError
 from integrity.release.revocation import RevocationList, revoke
 from integrity.storage import open_store
 from integrity.trust.methods.key import KeySigner

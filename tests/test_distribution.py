@@ -29,7 +29,7 @@ from integrity.distribution.ledgered import revoke_and_log
 from integrity.errors import DigestMismatchError, RevokedError, UsageError
 from integrity.ledger import Ledger
 from integrity.ledger.transparency import open_ledger
-from integrity.release.bundle import ReleaseFileError
+from integrity.release.index import ReleaseFileError
 from integrity.storage import open_store
 from integrity.trust.methods.key import KeySigner
 from integrity.trust.policy import load_policy

@@ -10,7 +10,8 @@ from model_signing import hashing as oms_hashing
 from model_signing._signing.signing import Payload
 
 from integrity.errors import ArtifactReadError, BundleFormatError, EmptyArtifactError, UnsafePathError
-from integrity.trust.hashing import HashingConfig, Manifest, compare_manifests, hash_artifact, sha256_file
+from integrity.trust.hashing import HashingConfig, Manifest, hash_artifact, sha256_file
+from integrity.trust.manifests import compare_manifests
 
 
 def _oms_statement(path: pathlib.Path, config: oms_hashing.Config) -> dict:

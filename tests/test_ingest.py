@@ -10,7 +10,8 @@ import pytest
 from integrity.errors import UsageError
 from integrity.intake.catalog import load_catalog
 from integrity.intake.drops import changed, snapshot, sources_for
-from integrity.intake.ingest import Ingestion, StepOrderError
+from integrity.intake.ingest import Ingestion
+from integrity.intake.outcomes import StepOrderError
 from pipelines.resources import DEMO_CATALOG
 from pipelines.staging import stage_demo
 from tests.support.s3server import S3Bucket, s3_bucket, s3_server  # noqa: F401

@@ -67,14 +67,14 @@ def test_provenance_lists_every_input_digest(demo: ReleaseDemo) -> None:
     assert byproducts["release-gate"]["annotations"]["passed"] is True
     assert byproducts["signer"]["annotations"]["method"] == "key"
     # The BOM conforms to CycloneDX 1.6 and names the same weights and data.
-    from integrity.release.provenance import validate_bom
+    from integrity.release.bom import validate_bom
 
     bom = json.loads((demo.release / "bom.cdx.json").read_text())
     validate_bom(bom)
     hashes = {h["content"] for c in bom["components"] for h in c["hashes"]}
     assert {i["digest"].removeprefix("sha256:") for i in index["inputs"]} <= hashes
     # Completeness fails the build: a component without a license or a hash is refused.
-    from integrity.release.provenance import BomValidationError
+    from integrity.release.bom import BomValidationError
 
     unlicensed = json.loads(json.dumps(bom))
     del unlicensed["components"][0]["licenses"]

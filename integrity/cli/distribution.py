@@ -2,17 +2,11 @@
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from integrity.cli.common import AddCommand, emit
 from integrity.errors import EXIT_OK, UsageError
-
-AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
-
-
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else text)
 
 
 def settings(args: argparse.Namespace) -> Any:
@@ -83,7 +77,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     what = "published" if result.created else "already published (no change)"
     locked = f"; Object Lock {', '.join(result.as_dict()['retention']['modes'])} on {len(result.retention)} " \
              f"objects" if result.retention else ""
-    _emit(args, result.as_dict(),
+    emit(args, result.as_dict(),
           f"{what}: {result.reference} (sequence {result.sequence}) -> {result.publication_key}\n"
           f"{result.objects} objects ({result.objects_new} new, {result.bytes} bytes){locked}"
           + (f"; ledger entry {result.ledger_index}" if result.ledger_index is not None else ""))
@@ -121,7 +115,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     result = pull(source, model, version, args.dest, policy, state=state, ledger=_ledger_for_pull(args, store),
                   progress=False if args.no_progress else None, workers=args.workers,
                   timeout=settings(args).pull_timeout)
-    _emit(args, result.as_dict(),
+    emit(args, result.as_dict(),
           f"pulled {result.reference} (sequence {result.sequence}, {result.files} files, {result.bytes} bytes) "
           f"into {result.dest}\nverified: signed by {result.signer}; every digest matches the signed index"
           + ("; index matches the transparency ledger" if result.ledger_checked else ""))
@@ -135,7 +129,7 @@ def cmd_presign(args: argparse.Namespace) -> int:
     model, version = parse_reference(args.release)
     ticket = presign(_store(args), model, version, release_policy(args, model), expires_in=args.expires)
     atomic_write(args.out, json.dumps(ticket, indent=2, sort_keys=True).encode(), mode=0o600)
-    _emit(args, {"ticket": str(args.out), "release": f"{ticket['model']}@{ticket['version']}",
+    emit(args, {"ticket": str(args.out), "release": f"{ticket['model']}@{ticket['version']}",
                  "expires_at": ticket["expires_at"], "objects": len(ticket["objects"])},
           f"wrote pull ticket {args.out} for {ticket['model']}@{ticket['version']} (expires {ticket['expires_at']})\n"
           f"hand it over; the recipient runs: cairn pull --ticket {args.out} --dest DIR --key release.pub")
@@ -165,7 +159,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     store = _store(args)
     revocation, entry = revoke_and_log(store, signer, kind, subject, args.reason,
                                        ledger=open_ledger(store, home=_home(args)))
-    _emit(args, {**revocation.as_dict(), "ledger_index": entry},
+    emit(args, {**revocation.as_dict(), "ledger_index": entry},
           f"revoked {kind} {subject}: {revocation.reason}\nrecord {revocation.record_key}; ledger entry {entry}\n"
           "pulls and audits of affected releases now fail")
     return EXIT_OK

@@ -20,7 +20,8 @@ from typing import Any
 
 from integrity import safeio
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
-from integrity.release.bundle import BundleAudit, Finding, audit_bundle
+from integrity.release.bundle import audit_bundle
+from integrity.release.findings import BundleAudit, Finding
 from integrity.release.index import INDEX_NAME, INDEX_SIGNATURE_NAME, ReleaseIndex
 from integrity.release.provenance import lineage_tree, render_svg
 from integrity.release.revocation import RevocationList

@@ -14,107 +14,32 @@ reason, moves the bytes to quarantine and writes a record. It raises only when i
 run at all (a previous step did not pass for this fetch, or the catalog is unusable).
 """
 
-import contextlib
 import json
 import os
 import shutil
-import stat
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from integrity import __version__, safeio
-from integrity.errors import ArtifactReadError, CairnError, StoreError, UsageError
+from integrity.errors import CairnError, StoreError, UsageError
 from integrity.intake.attest import attest
 from integrity.intake.catalog import Catalog, Source
+from integrity.intake.dvc import dvc_lock_entries
+from integrity.intake.fetch import FetchError, _fetch_uri
+from integrity.intake.outcomes import STEPS, ContentRejectedError, Reverification, StepOrderError, StepOutcome
+from integrity.intake.validate import _record_name, dataset_report, model_report
 from integrity.settings import current
 from integrity.storage import ArtifactStore, open_store
-from integrity.storage.s3_api import download_s3
 from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.trust.policy import TrustPolicy, load_policy
 from integrity.trust.signing import atomic_write
 
-STEPS = ("fetch", "verify", "validate", "attest")
 VALIDATION_PREDICATE_TYPE = "https://cairn.dev/attestations/validation/v1"
 INGESTION_PREDICATE_TYPE = "https://cairn.dev/attestations/ingestion/v1"
-FETCH_TIMEOUT_S = 60.0
-
-
-class FetchError(ArtifactReadError):
-    """A source could not be fetched (unreachable URI, missing signature, unsafe file type)."""
-
-    kind = "fetch"
-    advice = "Check the source's URI and signature location in the catalog, and that the publisher's drop is there."
-
-
-class StepOrderError(UsageError):
-    """A step was asked to run before the step it builds on passed for the current fetch."""
-
-    kind = "step-order"
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What one step did to one source; ``passed`` False means the artifact is in quarantine."""
-
-    source: str
-    step: str
-    passed: bool
-    reason: str
-    fetch_id: str
-    digest: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-    record_key: str | None = None
-    quarantine_id: str | None = None
-    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "step": self.step,
-            "passed": self.passed,
-            "reason": self.reason,
-            "fetch_id": self.fetch_id,
-            "digest": self.digest,
-            "details": dict(self.details),
-            "record_key": self.record_key,
-            "quarantine_id": self.quarantine_id,
-            "at": self.at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StepOutcome":
-        return cls(
-            source=str(data["source"]),
-            step=str(data["step"]),
-            passed=bool(data["passed"]),
-            reason=str(data["reason"]),
-            fetch_id=str(data["fetch_id"]),
-            digest=data.get("digest"),
-            details=dict(data.get("details") or {}),
-            record_key=data.get("record_key"),
-            quarantine_id=data.get("quarantine_id"),
-            at=str(data.get("at", "")),
-        )
-
-
-@dataclass(frozen=True)
-class Reverification:
-    """The nightly re-check of an attested source against its publisher (``severity``: info, warning, error)."""
-
-    source: str
-    passed: bool
-    reason: str
-    severity: str
-    attested_digest: str | None = None
-    upstream_digest: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,7 +116,7 @@ class Ingestion:
 
     # -- records and quarantine -------------------------------------------------------------
 
-    def _log(self, key: str) -> str:
+    def log_key(self, key: str) -> str:
         """Append a stored record to the transparency ledger (see integrity.ledger.transparency); returns the key."""
         from integrity.ledger.transparency import log_record
 
@@ -282,9 +207,9 @@ class Ingestion:
             outcome = self._reject(source, "verify", fetch_id, artifact, error)
             record = record_for_failure(artifact, error, source=source.policy_source,
                                         policy=self._policy, bundle=bundle)
-            self._log(self.store.put_record("verifications", _record_name(source, "verify-failed"), record))
+            self.log_key(self.store.put_record("verifications", _record_name(source, "verify-failed"), record))
             return outcome
-        key = self._log(self.store.put_record("verifications", _record_name(source, "verify"),
+        key = self.log_key(self.store.put_record("verifications", _record_name(source, "verify"),
                                               record_for_result(result)))
         details = {
             "signer": result.evidence.describe(),
@@ -304,14 +229,14 @@ class Ingestion:
         digest = self.state(source)["verify"].digest
         try:
             if source.kind == "dataset":
-                report = self._dataset_report(source, artifact)
+                report = dataset_report(self, source, artifact)
             else:
-                report = self._model_report(source, artifact)
+                report = model_report(self, source, artifact)
         except CairnError as error:
             return self._reject(source, "validate", fetch_id, artifact, error)
         record = _statement(artifact.name, digest, VALIDATION_PREDICATE_TYPE,
                             {"source": source.name, "kind": source.kind, "result": report, "fetchId": fetch_id})
-        key = self._log(self.store.put_record("validations", _record_name(source, "validate"), record))
+        key = self.log_key(self.store.put_record("validations", _record_name(source, "validate"), record))
         if not report["passed"]:
             rejected = ContentRejectedError(report["reason"], artifact=source.name)
             outcome = self._reject(source, "validate", fetch_id, artifact, rejected, report=_brief(report))
@@ -326,7 +251,7 @@ class Ingestion:
         state = self.state(source)
         artifact, bundle = self.fetched_artifact(source), self.fetched_bundle(source)
         result = attest(artifact, self.policy, source.policy_source, self.store, bundle=bundle)
-        self._log(result.record_key)
+        self.log_key(result.record_key)
         if not result.attested or result.digest != state["verify"].digest:
             reason = result.reason if not result.attested else "bytes changed since verification"
             outcome = StepOutcome(source.name, "attest", False, reason, previous.fetch_id, digest=result.digest,
@@ -368,7 +293,7 @@ class Ingestion:
             "attestedCopy": str(target / artifact.name),
             "dvcLock": dvc_lock_entries(self.home.parent),
         })
-        key = self._log(self.store.put_record("ingestions", _record_name(source, "ingest"), ingestion))
+        key = self.log_key(self.store.put_record("ingestions", _record_name(source, "ingest"), ingestion))
         atomic_write(target.parent / f"{source.key}.json", json.dumps(
             {"source": source.name, "digest": result.digest, "store_digest": stored_digest,
              "usable_digest": usable_digest, "usable_store_digest": usable_store, "record": key,
@@ -456,89 +381,8 @@ class Ingestion:
                 break
         return outcomes
 
-    # -- validation helpers -------------------------------------------------------------
-
-    def _baseline(self, source: Source) -> Path | None:
-        """The version to compare label balance against: pinned in the catalog, else the last attested one."""
-        if source.baseline:
-            dest = self.work_dir(source) / "baseline"
-            shutil.rmtree(dest, ignore_errors=True)
-            return self.store.materialize(source.baseline.removeprefix("sha256:"), dest / "artifact")
-        previous = self.attested_dir(source)
-        entries = sorted(previous.iterdir()) if previous.is_dir() else []
-        return entries[0] if len(entries) == 1 else None
-
-    def _dataset_report(self, source: Source, artifact: Path) -> dict[str, Any]:
-        from integrity.scans.datasets import validate_dataset
-
-        docs = self.home / "data-docs" / source.key
-        report = validate_dataset(artifact, format=source.format, suite=source.suite,
-                                  previous=self._baseline(source), phi=source.phi, data_docs_dir=docs)
-        data: dict[str, Any] = report.as_dict()
-        if report.data_docs:
-            data["data_docs_store"] = self._publish_data_docs(source, Path(report.data_docs).parent)
-        return data
-
-    def _publish_data_docs(self, source: Source, site: Path) -> str:
-        """Copy the Data Docs site into the store's reports area (never the trusted area)."""
-        prefix = f"reports/data-docs/{source.key}"
-        for file in sorted(p for p in site.rglob("*") if p.is_file()):
-            key = f"{prefix}/{file.relative_to(site).as_posix()}"
-            self.store.backend.put_bytes(key, file.read_bytes(), overwrite=True)
-        return self.store.backend.describe(f"{prefix}/index.html")
-
     def converted_dir(self, source: Source) -> Path:
         return self.work_dir(source) / "converted"
-
-    def _model_report(self, source: Source, artifact: Path) -> dict[str, Any]:
-        """Scan the weights; convert allowlisted pickle checkpoints to safetensors for everything downstream."""
-        from integrity.scans.modelgate import scan_path
-        from integrity.scans.modelgate.convert import convert_to_safetensors, downstream_refusal, needs_conversion
-
-        report = scan_path(artifact)
-        data: dict[str, Any] = report.as_dict()
-        data["passed"] = report.safe
-        data["reason"] = report.reason
-        shutil.rmtree(self.converted_dir(source), ignore_errors=True)
-        if not report.safe:
-            return data
-        refusal = downstream_refusal(report)
-        if refusal:
-            data["passed"], data["reason"] = False, refusal
-            return data
-        out = self.converted_dir(source) / artifact.name
-        files = [artifact] if artifact.is_file() else sorted(p for p in artifact.rglob("*") if p.is_file())
-        conversions = []
-        for file in files:
-            relative = file.name if artifact.is_file() else file.relative_to(artifact).as_posix()
-            if relative == "model.sig":
-                continue  # the publisher's signature covers the original, not the conversion
-            kind = report.formats.get(relative, "")
-            target = out / relative if artifact.is_dir() else out
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if needs_conversion(kind):
-                converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
-                key = self._log(self.store.put_record("conversions", _record_name(source, "convert"),
-                                                      converted.record))
-                to_path = str(Path(relative).with_suffix(".safetensors").as_posix())
-                conversions.append({"from": relative, "from_sha256": converted.source_digest,
-                                    "to": target.with_suffix(".safetensors").name, "to_path": to_path,
-                                    "to_sha256": converted.output_digest, "tensors": converted.tensors,
-                                    "record": key})
-            else:
-                shutil.copyfile(file, target)
-        data["conversions"] = conversions
-        if conversions:
-            data["reason"] += f"; converted {len(conversions)} checkpoint(s) to safetensors"
-        return data
-
-
-class ContentRejectedError(CairnError):
-    """The bytes are authentic but their content failed validation (suite, PHI, model-file gate)."""
-
-    exit_code = 1
-    kind = "content-rejected"
-    advice = "See the validation record for every failed expectation; fix the data upstream or the suite."
 
 
 def _conversion_pins(verified: Any, conversions: list[Mapping[str, Any]],
@@ -577,10 +421,6 @@ def _statement(name: str, digest: str | None, predicate_type: str, predicate: di
         "predicate": {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn",
                                                                               "version": __version__}},
     }
-
-
-def _record_name(source: Source, step: str) -> str:
-    return f"{source.key}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
 
 
 def _split_record(key: str) -> tuple[str, str]:
@@ -623,87 +463,6 @@ def _replace_with(target: Path, name: str, build: Any) -> None:
 # -- fetching ---------------------------------------------------------------------------------
 
 
-def _fetch_uri(uri: str, dest_dir: Path, *, want_file: bool = False) -> Path:
-    """Copy what ``uri`` names into ``dest_dir`` (a file, or a directory tree); returns the copy."""
-    parsed = urlparse(uri)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    if parsed.scheme == "file":
-        return _fetch_local(Path(unquote(parsed.path)), dest_dir, want_file=want_file)
-    if parsed.scheme == "s3":
-        try:
-            return download_s3(parsed.netloc, unquote(parsed.path).lstrip("/"), dest_dir, want_file=want_file)
-        except ArtifactReadError as exc:
-            raise FetchError(exc.reason, artifact=exc.artifact) from exc
-    if parsed.scheme in ("https", "http"):
-        return _fetch_http(uri, dest_dir)
-    raise FetchError(f"unsupported URI scheme in {uri!r}")
-
-
-def _fetch_local(source: Path, dest_dir: Path, *, want_file: bool) -> Path:
-    try:
-        info = os.lstat(source)
-    except OSError as exc:
-        raise FetchError(f"unreachable URI: {source} ({exc.strerror or exc})", artifact=source) from exc
-    target = dest_dir / source.name
-    if stat.S_ISREG(info.st_mode):
-        _copy_file(source, target)
-    elif stat.S_ISDIR(info.st_mode) and not want_file:
-        _copy_tree(source, target)
-    else:
-        raise FetchError("not a regular file or directory", artifact=source)
-    return target
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    try:
-        with open(source, "rb") as reader, open(target, "xb") as writer:
-            shutil.copyfileobj(reader, writer, 4 << 20)
-    except OSError as exc:
-        raise FetchError(f"cannot copy: {exc.strerror or exc}", artifact=source) from exc
-
-
-def _copy_tree(source: Path, target: Path) -> None:
-    """Copy a drop without following links or opening special files (verification judges links later)."""
-    target.mkdir()
-    for entry in sorted(os.scandir(source), key=lambda e: e.name):
-        path, dest = Path(entry.path), target / entry.name
-        if entry.is_symlink():
-            os.symlink(os.readlink(path), dest)  # kept as a link: list_files refuses it unless allowed
-        elif entry.is_dir(follow_symlinks=False):
-            _copy_tree(path, dest)
-        elif entry.is_file(follow_symlinks=False):
-            _copy_file(path, dest)
-        else:
-            raise FetchError("special file in the drop (device, socket or FIFO)", artifact=path)
-
-
-def _fetch_http(uri: str, dest_dir: Path) -> Path:
-    name = unquote(urlparse(uri).path.rstrip("/").rsplit("/", 1)[-1]) or "download"
-    target = dest_dir / name
-    try:
-        with urllib.request.urlopen(uri, timeout=FETCH_TIMEOUT_S) as response, open(target, "xb") as out:  # noqa: S310
-            shutil.copyfileobj(response, out, 4 << 20)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        with contextlib.suppress(OSError):
-            target.unlink()
-        raise FetchError(f"unreachable URI: {exc}", artifact=uri) from exc
-    return target
-
-
 # -- DVC --------------------------------------------------------------------------------------
 
 
-def dvc_lock_entries(project: Path) -> dict[str, Any] | None:
-    """The ``dvc.lock`` that describes what a DVC run used: its sha256 and each stage's outputs."""
-    lock = project / "dvc.lock"
-    if not lock.is_file():
-        return None
-    try:
-        data = safeio.parse_yaml(safeio.read_regular_file(lock, what="dvc.lock"), artifact=lock) or {}
-    except CairnError:
-        return {"path": str(lock), "error": "unreadable dvc.lock"}
-    stages = {}
-    for name, stage in (data.get("stages") or {}).items():
-        outs = stage.get("outs") or []
-        stages[name] = {str(o.get("path")): o.get("md5") for o in outs if isinstance(o, Mapping)}
-    return {"path": str(lock), "sha256": sha256_file(lock), "stages": stages}

@@ -20,8 +20,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ from typing import Any
 from integrity import safeio
 from integrity.errors import (
     ArtifactReadError,
-    CairnError,
     PolicyError,
     UsageError,
     VerificationError,
 )
+from integrity.release.findings import BundleAudit, BundleReport, _check_file, _Checks, _walk
 from integrity.release.index import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
@@ -43,6 +42,7 @@ from integrity.release.index import (
     RELEASE_SCHEMA,
     SIGNED_FILES,
     ReleaseBundleError,
+    ReleaseFileError,
     ReleaseIndex,
     ReleaseIndexError,
 )
@@ -55,16 +55,9 @@ from integrity.trust.verifying import VerificationResult, verify_artifact, verif
 #: Files signed one by one with the release identity (each has ``NAME.sig`` beside it).
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # -- errors -----------------------------------------------------------------------------------------
-
-
-class ReleaseFileError(ReleaseBundleError):
-    """A file of the bundle changed, is missing, or is present without being listed."""
-
-    kind = "release-file"
 
 
 class ReleaseGateError(VerificationError):
@@ -244,115 +237,6 @@ def _subject_digests(subject: Any) -> dict[str, str]:
 # -- verification --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One check of an audit: which file, what was checked, and whether it held."""
-
-    file: str
-    check: str
-    passed: bool
-    detail: str
-    error: CairnError | None = field(default=None, compare=False, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"file": self.file, "check": self.check, "passed": self.passed, "detail": self.detail}
-        if self.error is not None:
-            data["error"] = {"type": type(self.error).__name__, "kind": self.error.kind}
-        return data
-
-
-@dataclass(frozen=True)
-class BundleReport:
-    """A release bundle that passed every check, and what each check established."""
-
-    path: Path
-    model: str
-    version: str
-    sequence: int
-    created: str
-    model_digest: str
-    signer: dict[str, Any]
-    index: dict[str, Any]
-    findings: tuple[Finding, ...]
-    revocations_checked: int
-
-    @property
-    def inputs(self) -> list[dict[str, Any]]:
-        return list(self.index.get("inputs") or [])
-
-    @property
-    def gates(self) -> dict[str, Any]:
-        return dict(self.index.get("gates") or {})
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "result": "verified",
-            "release": str(self.path),
-            "model": self.model,
-            "version": self.version,
-            "sequence": self.sequence,
-            "created": self.created,
-            "model_digest": self.model_digest,
-            "signer": self.signer,
-            "inputs": self.inputs,
-            "gates": self.gates,
-            "revocations_checked": self.revocations_checked,
-            "checks": [f.as_dict() for f in self.findings],
-        }
-
-
-@dataclass(frozen=True)
-class BundleAudit:
-    """Every check of a release bundle, passed or not (``cairn audit``)."""
-
-    path: Path
-    findings: tuple[Finding, ...]
-    index: dict[str, Any] | None
-    report: BundleReport | None
-
-    @property
-    def ok(self) -> bool:
-        return self.report is not None and all(f.passed for f in self.findings)
-
-    @property
-    def failures(self) -> list[Finding]:
-        return [f for f in self.findings if not f.passed]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "result": "verified" if self.ok else "failed",
-            "release": str(self.path),
-            "index": self.index,
-            "checks": [f.as_dict() for f in self.findings],
-            "failures": [f.as_dict() for f in self.failures],
-        }
-
-
-class _Checks:
-    """Runs checks in order; in strict mode the first failure is raised, else it is recorded."""
-
-    def __init__(self, root: Path, *, strict: bool) -> None:
-        self.root = root
-        self.strict = strict
-        self.findings: list[Finding] = []
-
-    def run(self, file: str, check: str, action: Callable[[], str]) -> bool:
-        try:
-            detail = action()
-        except CairnError as error:
-            self.findings.append(Finding(file, check, False, error.summary(), error))
-            if self.strict:
-                raise
-            return False
-        self.findings.append(Finding(file, check, True, detail))
-        return True
-
-    def fail(self, error: CairnError, file: str, check: str) -> None:
-        self.findings.append(Finding(file, check, False, error.summary(), error))
-        if self.strict:
-            raise error
-
-
 def _strict_signature_shape(path: Path) -> str:
     """A key- or certificate-signed bundle must be exactly as Cairn's signers write it.
 
@@ -392,37 +276,6 @@ def _strict_signature_shape(path: Path) -> str:
         raise ReleaseFileError("the signature bundle is not in the form Cairn's signers write (edited?)",
                                artifact=path)
     return "canonical key/certificate bundle"
-
-
-def _walk(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            info = path.lstat()
-            if stat.S_ISDIR(info.st_mode):
-                continue
-            yield path.relative_to(root).as_posix(), info
-
-
-def _check_file(root: Path, name: str, entry: Mapping[str, Any], *, digest: str | None = None) -> str:
-    """Size and SHA-256 against the index; ``digest`` is one already computed from the same bytes."""
-    path = root / name
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        raise ReleaseFileError("listed in release.json but missing", artifact=path) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ReleaseFileError("not a regular file (links and special files are refused)", artifact=path)
-    if info.st_size != entry["size"]:
-        raise ReleaseFileError(f"size {info.st_size} differs from the signed size {entry['size']}", artifact=path)
-    digest = digest or sha256_file(path)
-    if digest != entry["sha256"]:
-        raise ReleaseFileError(f"sha256 {digest} differs from the signed {entry['sha256']}", artifact=path)
-    return f"sha256 {digest}, {info.st_size} bytes"
-
-
-def _subject_of(evidence: SignerEvidence) -> str | None:
-    return evidence.key_fingerprint or evidence.identity
 
 
 def _cross_references(root: Path, index: Mapping[str, Any]) -> str:

@@ -237,3 +237,9 @@ def _check_complete(data: Mapping[str, Any], where: str | Path) -> None:
     if failed or not data["gates"]:
         raise ReleaseIndexError(f"the index records gate(s) that did not pass: {', '.join(failed)}" if failed
                                 else "the index records no release gate", artifact=where)
+
+
+class ReleaseFileError(ReleaseBundleError):
+    """A file of the bundle changed, is missing, or is present without being listed."""
+
+    kind = "release-file"

@@ -24,17 +24,12 @@ import yaml
 
 from integrity.errors import CairnError, UsageError
 from integrity.intake.ingest import Ingestion
-from integrity.release.bundle import BundleReport, ReleaseGateError, next_sequence, verify_bundle, write_bundle
+from integrity.release.bom import build_bom, validate_bom
+from integrity.release.bundle import ReleaseGateError, next_sequence, verify_bundle, write_bundle
 from integrity.release.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers, scan_triggers
+from integrity.release.findings import BundleReport
 from integrity.release.inputs import AttestedInput, resolve_inputs
-from integrity.release.provenance import (
-    ReleaseContext,
-    build_bom,
-    build_lineage,
-    build_provenance,
-    render_svg,
-    validate_bom,
-)
+from integrity.release.provenance import ReleaseContext, build_lineage, build_provenance, render_svg
 from integrity.release.revocation import RevocationList
 from integrity.release.spec import ReleaseSpec
 from integrity.release.training import TrainingRun, fine_tune, load_training_run, read_model

@@ -22,6 +22,7 @@ from integrity.storage.base import (
     blob_key,
     normalize_digest,
     record_key,
+    set_aside,
     tree_key,
     write_verified,
 )
@@ -34,7 +35,7 @@ from integrity.storage.s3 import (
     S3Backend,
 )
 from integrity.storage.s3_api import DEFAULT_S3_TIMEOUT, S3_ATTEMPTS, s3_client, s3_config, s3_endpoint, s3_timeout
-from integrity.storage.store import ArtifactStore, set_aside
+from integrity.storage.store import ArtifactStore
 
 __all__ = [
     "AREAS",

@@ -9,10 +9,11 @@ import os
 import re
 import stat
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -367,3 +368,12 @@ class QuarantineEntry:
 
 #: Where objects whose bytes do not match their address are set aside (never in trusted/, never deleted).
 CORRUPT_PREFIX = "corrupt/"
+
+
+def set_aside(backend: Backend, key: str, digest: str) -> str:
+    """Move a corrupted content-addressed object out of its area; returns where it went."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = f"{CORRUPT_PREFIX}{key}.{stamp}-{uuid.uuid4().hex[:6]}"
+    if backend.exists(key):
+        backend.move(key, dest)
+    return dest

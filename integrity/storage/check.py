@@ -7,14 +7,19 @@ the next write of the same content heals the address (see ``ArtifactStore.put_fi
 are not content-addressed: with a ledger, ``cairn ledger verify --records`` checks them.
 """
 
+from __future__ import annotations
+
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from integrity import safeio
-from integrity.errors import CairnError
-from integrity.storage import AREAS, ArtifactStore, blob_key, set_aside
+from integrity.errors import (
+    CairnError,
+)
+from integrity.storage.base import AREAS, blob_key, set_aside
+from integrity.storage.store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ def verify_store(store: ArtifactStore, *, quarantine: bool = True) -> StoreRepor
                                  "reason": reason}
         if corrupt and quarantine:
             try:
-                entry["moved_to"] = store.backend.describe(set_aside(store, key, digest))
+                entry["moved_to"] = store.backend.describe(set_aside(store.backend, key, digest))
             except CairnError as exc:
                 entry["move_error"] = exc.reason
         report.problems.append(entry)
@@ -87,3 +92,5 @@ def verify_store(store: ArtifactStore, *, quarantine: bool = True) -> StoreRepor
                     problem(key, name, f"tree lists files missing from the store: {', '.join(missing[:5])}",
                             corrupt=False)
     return report
+
+

@@ -47,7 +47,6 @@ from integrity.errors import (
     UsageError,
 )
 from integrity.storage.base import (
-    CORRUPT_PREFIX,
     TREE_SCHEMA,
     Area,
     Backend,
@@ -62,6 +61,7 @@ from integrity.storage.base import (
     blob_key,
     normalize_digest,
     record_key,
+    set_aside,
     tree_key,
     write_verified,
 )
@@ -100,7 +100,7 @@ class ArtifactStore:
         if not result.created and not self._intact(result.key, result.digest):
             # The object under this address does not hold these bytes (bit rot, tampering): set it aside
             # for investigation and write the good bytes, so a re-ingest heals instead of failing forever.
-            set_aside(self, result.key, result.digest)
+            set_aside(self.backend, result.key, result.digest)
             result = self.backend.put_blob(source, result.digest, lambda digest: blob_key(area, digest))
         return StoredObject(
             result.digest,
@@ -182,7 +182,7 @@ class ArtifactStore:
         key = tree_key(area, digest)
         created = self.backend.put_bytes(key, document)
         if not created and not self._intact(key, digest):
-            set_aside(self, key, digest)
+            set_aside(self.backend, key, digest)
             created = self.backend.put_bytes(key, document)
         return StoredObject(
             digest,
@@ -491,12 +491,4 @@ __all__ = [
     "ArtifactStore",
 ]
 
-
-def set_aside(store: ArtifactStore, key: str, digest: str) -> str:
-    """Move a corrupted content-addressed object out of its area; returns where it went."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    dest = f"{CORRUPT_PREFIX}{key}.{stamp}-{uuid.uuid4().hex[:6]}"
-    if store.backend.exists(key):
-        store.backend.move(key, dest)
-    return dest
 

@@ -29,13 +29,8 @@ from integrity.errors import (
     UntrustedSignerError,
 )
 from integrity.trust.bundles import _Bundle, _parse_bundle, _read_bundle
-from integrity.trust.hashing import (
-    OMS_PREDICATE_TYPE,
-    Manifest,
-    compare_manifests,
-    hash_artifact,
-    sha256_file,
-)
+from integrity.trust.hashing import OMS_PREDICATE_TYPE, Manifest, hash_artifact, sha256_file
+from integrity.trust.manifests import compare_manifests
 from integrity.trust.methods.certificate import _verify_certificate
 from integrity.trust.methods.key import _verify_key
 from integrity.trust.methods.sigstore import _verify_sigstore

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from integrity.intake.catalog import CatalogError, Source
-from integrity.intake.ingest import StepOutcome
+from integrity.intake.outcomes import StepOutcome
 from pipelines.resources import CairnResource
 
 STAGES = (

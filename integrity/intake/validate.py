@@ -1,0 +1,91 @@
+"""Validation steps of ingestion: a dataset against its expectation suite, model weights through the
+model-file gate (with conversion of allowlisted checkpoints to safetensors)."""
+
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from integrity.intake.catalog import Source
+
+if TYPE_CHECKING:
+    from integrity.intake.ingest import Ingestion
+
+def _record_name(source: Source, step: str) -> str:
+    return f"{source.key}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+
+
+def baseline(ingestion: "Ingestion", source: Source) -> Path | None:
+    """The version to compare label balance against: pinned in the catalog, else the last attested one."""
+    if source.baseline:
+        dest = ingestion.work_dir(source) / "baseline"
+        shutil.rmtree(dest, ignore_errors=True)
+        return ingestion.store.materialize(source.baseline.removeprefix("sha256:"), dest / "artifact")
+    previous = ingestion.attested_dir(source)
+    entries = sorted(previous.iterdir()) if previous.is_dir() else []
+    return entries[0] if len(entries) == 1 else None
+
+
+def dataset_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:
+    from integrity.scans.datasets import validate_dataset
+
+    docs = ingestion.home / "data-docs" / source.key
+    report = validate_dataset(artifact, format=source.format, suite=source.suite,
+                              previous=baseline(ingestion, source), phi=source.phi, data_docs_dir=docs)
+    data: dict[str, Any] = report.as_dict()
+    if report.data_docs:
+        data["data_docs_store"] = publish_data_docs(ingestion, source, Path(report.data_docs).parent)
+    return data
+
+
+def publish_data_docs(ingestion: "Ingestion", source: Source, site: Path) -> str:
+    """Copy the Data Docs site into the store's reports area (never the trusted area)."""
+    prefix = f"reports/data-docs/{source.key}"
+    for file in sorted(p for p in site.rglob("*") if p.is_file()):
+        key = f"{prefix}/{file.relative_to(site).as_posix()}"
+        ingestion.store.backend.put_bytes(key, file.read_bytes(), overwrite=True)
+    return ingestion.store.backend.describe(f"{prefix}/index.html")
+
+
+def model_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:
+    """Scan the weights; convert allowlisted pickle checkpoints to safetensors for everything downstream."""
+    from integrity.scans.modelgate import scan_path
+    from integrity.scans.modelgate.convert import convert_to_safetensors, downstream_refusal, needs_conversion
+
+    report = scan_path(artifact)
+    data: dict[str, Any] = report.as_dict()
+    data["passed"] = report.safe
+    data["reason"] = report.reason
+    shutil.rmtree(ingestion.converted_dir(source), ignore_errors=True)
+    if not report.safe:
+        return data
+    refusal = downstream_refusal(report)
+    if refusal:
+        data["passed"], data["reason"] = False, refusal
+        return data
+    out = ingestion.converted_dir(source) / artifact.name
+    files = [artifact] if artifact.is_file() else sorted(p for p in artifact.rglob("*") if p.is_file())
+    conversions = []
+    for file in files:
+        relative = file.name if artifact.is_file() else file.relative_to(artifact).as_posix()
+        if relative == "model.sig":
+            continue  # the publisher's signature covers the original, not the conversion
+        kind = report.formats.get(relative, "")
+        target = out / relative if artifact.is_dir() else out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if needs_conversion(kind):
+            converted = convert_to_safetensors(file, target.with_suffix(".safetensors"))
+            key = ingestion.log_key(ingestion.store.put_record("conversions", _record_name(source, "convert"),
+                                                  converted.record))
+            to_path = str(Path(relative).with_suffix(".safetensors").as_posix())
+            conversions.append({"from": relative, "from_sha256": converted.source_digest,
+                                "to": target.with_suffix(".safetensors").name, "to_path": to_path,
+                                "to_sha256": converted.output_digest, "tensors": converted.tensors,
+                                "record": key})
+        else:
+            shutil.copyfile(file, target)
+    data["conversions"] = conversions
+    if conversions:
+        data["reason"] += f"; converted {len(conversions)} checkpoint(s) to safetensors"
+    return data
