@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Layers, lowest first. A module's layer is the longest prefix listed here.
 LAYERS: list[tuple[str, ...]] = [
-    ("integrity", "integrity.errors", "integrity.safeio", "integrity.settings", "integrity.canonical"),
+    ("integrity", "integrity.errors", "integrity.safeio", "integrity.settings", "integrity.schemas"),
     ("integrity.trust",),
     ("integrity.storage",),
     ("integrity.ledger",),
@@ -43,7 +43,8 @@ def _rank(module: str) -> int:
     best, rank = -1, -1
     for index, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            within = module == prefix or (prefix != "integrity" and module.startswith(prefix + "."))
+            if within and len(prefix) > best:
                 best, rank = len(prefix), index
     assert rank >= 0, f"{module} is in no layer: add it to LAYERS"
     return rank

@@ -37,7 +37,6 @@ from integrity.safeio import MAX_CONFIG_BYTES, parse_yaml, read_regular_file
 
 CATALOG_VERSIONS = (1,)
 Kind = Literal["dataset", "model"]
-DATASET_FORMATS = ("csv", "npy", "dicom")
 MODEL_FORMATS = ("pytorch", "safetensors", "onnx", "numpy", "auto")
 PHI_ACTIONS = ("reject", "flag")
 SCHEMES = ("file", "s3", "https", "http")
@@ -205,7 +204,9 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
     if scheme == "s3" and not urlparse(uri).netloc:
         raise _fail(path, f"{where}: an s3:// URI needs a bucket")
     fmt = _text(path, where, entry, "format")
-    allowed = DATASET_FORMATS if kind == "dataset" else MODEL_FORMATS
+    from integrity.scans.datasets import dataset_formats
+
+    allowed = dataset_formats() if kind == "dataset" else MODEL_FORMATS
     if fmt not in allowed:
         raise _fail(path, f"{where}: format {fmt!r} is not a {kind} format ({', '.join(allowed)})")
     signature = entry.get("signature")
@@ -251,7 +252,7 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
     )
 
 
-def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None, strict: bool = True) -> Catalog:
+def _parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None, strict: bool = True) -> Catalog:
     """Validate catalog YAML; every problem is a :class:`CatalogError` naming the entry.
 
     With ``strict=False`` a bad *entry* does not stop the others: it is left out of ``sources``
@@ -308,6 +309,21 @@ def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = 
         description=str(data.get("description") or ""),
         invalid=invalid,
     )
+
+def parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None, strict: bool = True) -> Catalog:
+    """Strict parse; on failure the error also lists every schema problem of the file (docs/schemas)."""
+    try:
+        return _parse_catalog(text, path=path, root=root, strict=strict)
+    except CatalogError as error:
+        if strict:
+            from integrity.schemas import add_problems
+
+            try:
+                document = parse_yaml(text)
+            except Exception:
+                raise error from None
+            add_problems(error, "catalog", document)
+        raise
 
 
 def load_catalog(path: str | Path, *, root: Path | None = None, strict: bool = True) -> Catalog:

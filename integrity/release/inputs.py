@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from integrity import safeio
 from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, VerificationError
+from integrity.intake.scans import scan_stages
 from integrity.ledger.transparency import LoggedRecords, UnloggedRecordError
 from integrity.release.revocation import RevocationList
 from integrity.release.spec import InputRef, ReleaseSpec
@@ -204,7 +205,8 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
 
 
 #: Stages after attestation that a training input may name, and the kind of source each applies to.
-SCAN_STAGES = {"screened": "dataset", "backdoor_scanned": "model"}
+#: Stage -> source kind, from the scan registry (integrity.intake.scans).
+SCAN_STAGES = scan_stages()
 
 
 def _scan_summary(ingestion: "Ingestion", attested: AttestedInput, scan: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import io
 import itertools
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,7 +175,29 @@ def to_pixels(images: "np.ndarray", pixel_max: float, size: int) -> "torch.Tenso
     return tensor.repeat(1, 3, 1, 1)
 
 
+#: A training recipe's model: (architecture name, classes, image size) -> the module trained and served.
+ModelFactory = Callable[[str, int, int], "torch.nn.Module"]
+_ARCHITECTURES: dict[str, ModelFactory] = {}
+
+
+def register_architecture(name: str, factory: ModelFactory) -> None:
+    """Let release specs name ``architecture: name`` (see docs/extending.md)."""
+    _ARCHITECTURES[name] = factory
+
+
+def architectures() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
 def build_model(architecture: str, num_classes: int, image_size: int) -> "torch.nn.Module":
+    """The model of a registered architecture (the release spec's ``architecture``)."""
+    factory = _ARCHITECTURES.get(architecture)
+    if factory is None:
+        raise UsageError(f"unknown architecture {architecture!r} (registered: {', '.join(architectures())})")
+    return factory(architecture, num_classes, image_size)
+
+
+def _efficientnet_lite(architecture: str, num_classes: int, image_size: int) -> "torch.nn.Module":
     """The classifier as trained and served: ImageNet normalization, then EfficientNet-Lite."""
     import torch
     from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
@@ -239,3 +261,7 @@ def model_config(spec: ReleaseSpec, data: ImageData, source_shape: Sequence[int]
         },
         "model": spec.model,
     }
+
+
+for _size in range(5):
+    register_architecture(f"efficientnet-lite{_size}", _efficientnet_lite)

@@ -222,7 +222,7 @@ def _input(value: Any, role: str, where: str, path: Path | None) -> InputRef:
     return InputRef(value, role)
 
 
-def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
+def _parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
     digest = "sha256:" + hashlib.sha256(text).hexdigest()
     data = parse_yaml(text, artifact=path, error=ReleaseSpecError)
     if not isinstance(data, dict):
@@ -261,6 +261,20 @@ def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
         digest=digest,
         raw=data,
     )
+
+def parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec:
+    """Strict parse; on failure the error also lists every schema problem of the file (docs/schemas)."""
+    try:
+        return _parse_release_spec(text, path=path)
+    except ReleaseSpecError as error:
+        from integrity.schemas import add_problems
+
+        try:
+            document = parse_yaml(text)
+        except Exception:
+            raise error from None
+        add_problems(error, "release-spec", document)
+        raise
 
 
 def load_release_spec(path: str | Path) -> ReleaseSpec:

@@ -21,7 +21,7 @@ input that cannot be parsed at all raises :class:`ArtifactReadError`.
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,19 @@ from typing import Any
 from integrity import safeio
 from integrity.errors import ArtifactReadError, UsageError
 
-FORMATS = ("csv", "npy", "dicom")
+#: A dataset format's loader: (path, suite, phi policy) -> (frame, check outcomes, extra metadata).
+Loader = Callable[[Path, "ExpectationSuiteSpec | None", str], tuple[Any, list["CheckOutcome"], dict[str, Any]]]
+_FORMATS: dict[str, Loader] = {}
+
+
+def register_dataset_format(name: str, loader: Loader) -> None:
+    """Validate catalog sources of ``format: name`` with ``loader`` (see docs/extending.md)."""
+    _FORMATS[name] = loader
+
+
+def dataset_formats() -> tuple[str, ...]:
+    """The dataset formats a catalog may name: the one list (catalog checks and validation share it)."""
+    return tuple(sorted(_FORMATS))
 COLUMN_TYPES = ("float", "int", "str")
 _SUITE_KEYS = {"name", "description", "columns", "exact_columns", "label", "expect_no_duplicate_rows", "row_count"}
 _COLUMN_KEYS = {"type", "min", "max", "nullable", "values"}
@@ -111,7 +123,24 @@ def _unknown(path: Path, where: str, keys: Any, allowed: set[str]) -> None:
 
 
 def load_suite(path: Path) -> ExpectationSuiteSpec:
-    """Read and strictly validate a suite file (unknown keys are errors, never ignored)."""
+    """Read and strictly validate a suite file (unknown keys are errors, never ignored).
+
+    On failure the error also lists every schema problem of the file (docs/schemas).
+    """
+    try:
+        return _load_suite(path)
+    except UsageError as error:
+        from integrity.schemas import add_problems
+
+        try:
+            document = safeio.loads(Path(path).read_bytes())
+        except (OSError, ValueError):
+            raise error from None
+        add_problems(error, "expectation-suite", document)
+        raise
+
+
+def _load_suite(path: Path) -> ExpectationSuiteSpec:
     try:
         raw = Path(path).read_bytes()
         data = safeio.loads(raw)
@@ -380,15 +409,26 @@ def _balance_drift(current: dict[str, float], previous: dict[str, float], limit:
 
 def _load(path: Path, fmt: str, suite: ExpectationSuiteSpec | None, phi: str
           ) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
-    if fmt == "csv":
-        frame, outcomes = _load_csv(path, suite)
-        return frame, outcomes, {}
-    if fmt == "npy":
-        return _load_npy(path)
-    if fmt == "dicom":
-        frame, outcomes = _load_dicom(path, phi)
-        return frame, outcomes, {"files": len(frame)}
-    raise UsageError(f"unknown dataset format {fmt!r} (known: {', '.join(FORMATS)})", artifact=path)
+    loader = _FORMATS.get(fmt)
+    if loader is None:
+        raise UsageError(f"unknown dataset format {fmt!r} (known: {', '.join(dataset_formats())})", artifact=path)
+    return loader(path, suite, phi)
+
+
+def _csv(path: Path, suite: ExpectationSuiteSpec | None, phi: str) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
+    frame, outcomes = _load_csv(path, suite)
+    return frame, outcomes, {}
+
+
+def _dicom(path: Path, suite: ExpectationSuiteSpec | None, phi: str
+           ) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
+    frame, outcomes = _load_dicom(path, phi)
+    return frame, outcomes, {"files": len(frame)}
+
+
+register_dataset_format("csv", _csv)
+register_dataset_format("npy", lambda path, suite, phi: _load_npy(path))
+register_dataset_format("dicom", _dicom)
 
 
 def validate_dataset(

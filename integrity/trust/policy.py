@@ -351,7 +351,7 @@ def _parse_signer(where: str, entry: Any, base: Path | None, artifact: Path | No
     )
 
 
-def parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
+def _parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
     """Parse policy bytes strictly; relative paths resolve against the policy's folder."""
     digest = "sha256:" + hashlib.sha256(text).hexdigest()
     data = parse_yaml(text, artifact=path, error=PolicyError)
@@ -390,6 +390,20 @@ def parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
             entry.get("origin"),
         )
     return TrustPolicy(version, sources, path, digest)
+
+def parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
+    """Strict parse; on failure the error also lists every schema problem of the file (docs/schemas)."""
+    try:
+        return _parse_policy(text, path=path)
+    except PolicyError as error:
+        from integrity.schemas import add_problems
+
+        try:
+            document = parse_yaml(text)
+        except Exception:
+            raise error from None
+        add_problems(error, "trust-policy", document)
+        raise
 
 
 def load_policy(path: str | Path) -> TrustPolicy:

@@ -17,20 +17,10 @@ from typing import Any
 import dagster as dg
 
 from integrity.intake.catalog import Catalog, Source
+from integrity.intake.scans import screened_sources
 from integrity.intake.screening import ScreeningOutcome
 from pipelines.assets.ingestion import asset_key
 from pipelines.resources import CairnResource
-
-SCREENED_PROFILES = ("images",)
-SCANNED_PROFILES = ("image-classifier",)
-
-
-def screened_sources(catalog: Catalog | list[Source]) -> tuple[list[Source], Source | None]:
-    """The image datasets to screen and the foundation model whose features they are screened with."""
-    sources = list(catalog)
-    model = next((s for s in sources if s.kind == "model" and s.scan_profile in SCANNED_PROFILES), None)
-    datasets = [s for s in sources if s.kind == "dataset" and s.scan_profile in SCREENED_PROFILES and s.format == "npy"]
-    return datasets, model
 
 
 def screening_asset_keys(source: Source, catalog: Catalog | list[Source]) -> list[dg.AssetKey]:

@@ -1,0 +1,56 @@
+"""The registry of poisoning scans: which scan runs on which catalog source, and the stage it adds.
+
+A scan rule names the stage a release spec refers to (``SOURCE/screened``), the source kind it
+applies to, the catalog ``scan_profile`` values and formats it accepts. The pipeline builds one
+screening asset per matching source; the release's input chain accepts only registered stages.
+Adding a scan is one function (in :mod:`integrity.intake.screening` or a module of its own) and one
+:func:`register_scan` call (docs/extending.md).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from integrity.intake.catalog import Source
+
+
+@dataclass(frozen=True)
+class ScanRule:
+    stage: str
+    kind: str  # "dataset" or "model"
+    profiles: tuple[str, ...]
+    formats: tuple[str, ...] = ()  # empty: any format
+    description: str = ""
+
+    def applies_to(self, source: Source) -> bool:
+        return (source.kind == self.kind and source.scan_profile in self.profiles
+                and (not self.formats or source.format in self.formats))
+
+
+_SCANS: dict[str, ScanRule] = {}
+
+
+def register_scan(rule: ScanRule) -> None:
+    _SCANS[rule.stage] = rule
+
+
+def scan_rules() -> dict[str, ScanRule]:
+    return dict(_SCANS)
+
+
+def scan_stages() -> dict[str, str]:
+    """Stage name -> the source kind it belongs to (what ``SOURCE/STAGE`` inputs may name)."""
+    return {stage: rule.kind for stage, rule in _SCANS.items()}
+
+
+def screened_sources(sources: Iterable[Source]) -> tuple[list[Source], Source | None]:
+    """The datasets to screen and the foundation model whose features they are screened with."""
+    listed = list(sources)
+    model_rule, dataset_rule = _SCANS["backdoor_scanned"], _SCANS["screened"]
+    model = next((s for s in listed if model_rule.applies_to(s)), None)
+    return [s for s in listed if dataset_rule.applies_to(s)], model
+
+
+register_scan(ScanRule("screened", "dataset", ("images",), ("npy",),
+                       "poisoning screen: per-sample outlier scores in the foundation model's feature space"))
+register_scan(ScanRule("backdoor_scanned", "model", ("image-classifier",), (),
+                       "backdoor scan: reverse-engineered minimal trigger and an outlier test"))
