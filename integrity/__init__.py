@@ -1,7 +1,7 @@
 """Cairn's integrity library: hash, sign, verify and store third-party ML artifacts.
 
 It never imports Dagster; the pipeline in ``pipelines/`` builds on it. Layers, lowest first (a layer
-imports only the ones before it; ``tests/test_architecture.py`` enforces it):
+imports only the ones before it; ``tests/unit/base/test_architecture.py`` enforces it):
 
 * base modules: ``errors``, ``safeio``, ``settings``, ``canonical``;
 * :mod:`integrity.trust`: hashing, signing, verifying, policies, records;

@@ -45,3 +45,12 @@ def model_dir(tmp_path: Path) -> Path:
     (root / "config.json").write_text('{"hidden": 16}\n')
     (root / "tokenizer" / "vocab.txt").write_text("a\nb\nc\n")
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is marked ``integration`` (real servers, browser, wheel, pipeline):
+    ``scripts/test.sh -m "not integration"`` is the fast inner loop."""
+    integration = Path(__file__).resolve().parent / "integration"
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(integration):
+            item.add_marker(pytest.mark.integration)

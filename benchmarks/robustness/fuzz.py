@@ -4,7 +4,7 @@
 insertions, splices, duplicated runs) in-process. ``run_atheris(target, seconds)`` runs the
 target under atheris in a child process with libFuzzer's own memory and per-input time limits,
 seeded with the same corpus. Both report executions, crashes and hangs; crashing inputs are saved
-so they can become regression tests (``tests/fuzz_regressions/<target>/``).
+so they can become regression tests (``tests/unit/scans/fuzz_regressions/<target>/``).
 """
 
 from __future__ import annotations

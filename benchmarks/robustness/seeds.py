@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.robustness.seeds`` rewrites ``benchmarks/robustness/seeds/<target>/``; the
 files are committed so fuzzing starts from real structure, and every crash the fuzzers ever found
-is kept under ``tests/fuzz_regressions/<target>/`` and replayed by ``tests/test_fuzz.py``.
+is kept under ``tests/unit/scans/fuzz_regressions/<target>/`` and replayed by ``tests/unit/scans/test_fuzz.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A target takes arbitrary bytes. It passes when the parser returns a result or raises one of the
 target's documented error types (a :class:`integrity.errors.CairnError` subclass: a refusal with a
 reason). Any other exception is a *crash*; a call over the time budget is a *hang*. Used by
-``tests/test_fuzz.py`` (a short Hypothesis run in CI) and ``python -m benchmarks.robustness``
+``tests/unit/scans/test_fuzz.py`` (a short Hypothesis run in CI) and ``python -m benchmarks.robustness``
 (coverage-guided with atheris, longer).
 """
 

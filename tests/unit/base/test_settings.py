@@ -8,7 +8,7 @@ import pytest
 from integrity.errors import EXIT_USAGE, UsageError
 from integrity.settings import VARIABLES, Settings, environment_table
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_flag_beats_environment_beats_project_file_beats_default(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from integrity.schemas import MODELS, problems, render
 from integrity.settings import package_data
 from integrity.trust.policy import PolicyError, parse_policy
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 FIXTURE = REPO / "tests" / "fixtures" / "premove"
 
 

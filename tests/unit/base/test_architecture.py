@@ -12,7 +12,7 @@ import textwrap
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 #: Layers, lowest first. A module's layer is the longest prefix listed here.
 LAYERS: list[tuple[str, ...]] = [

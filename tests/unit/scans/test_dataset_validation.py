@@ -12,7 +12,7 @@ from integrity.errors import ArtifactReadError, UsageError
 from integrity.scans.datasets import load_suite, validate_dataset
 from pipelines.staging import _write_breast_cancer, _write_dicom, _write_digits
 
-SUITES = Path(__file__).resolve().parent.parent / "integrity" / "data" / "expectations"
+SUITES = Path(__file__).resolve().parents[3] / "integrity" / "data" / "expectations"
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from integrity.trust.hashing import hash_artifact
 from integrity.trust.keyless import DEFAULT_TRUST_CONFIG, ID_TOKEN_ENV, load_trust_config, sign_statement_keyless
 from tests.support.private_sigstore import PrivateSigstore, make_ca, private_sigstore  # noqa: F401
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 PRODUCTION_ROOT = REPO / "integrity" / "data" / "trust_roots" / "production_trusted_root.json"
 EMAIL = "release-bot@cairn.example"
 EMAIL_ISSUER = "https://accounts.cairn.example"

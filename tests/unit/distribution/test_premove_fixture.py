@@ -21,7 +21,7 @@ from integrity.storage import open_store
 from integrity.storage.check import verify_store
 from integrity.trust.policy import load_policy
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "premove"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "premove"
 MODEL = "digits-classifier"
 
 

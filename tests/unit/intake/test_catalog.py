@@ -7,7 +7,7 @@ import pytest
 from integrity.cli import main
 from integrity.intake.catalog import CatalogError, load_catalog, parse_catalog
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 

@@ -16,7 +16,7 @@ from pipelines.resources import DEMO_CATALOG
 from pipelines.staging import stage_demo
 from tests.support.postgres import running_postgres
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _catalog_with(home: Path, names: tuple[str, ...]) -> Path:

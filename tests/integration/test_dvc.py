@@ -15,7 +15,7 @@ import pytest
 from integrity.trust.hashing import hash_artifact
 from tests.support.s3server import FAKE_ENV, S3Bucket, s3_bucket, s3_server  # noqa: F401
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DVC = REPO / ".venv-dvc" / "bin" / "dvc"
 KEYS = ("breast_cancer", "digits", "efficientnet_lite0", "ct_mr_dicom")
 
