@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import itertools
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -10,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from integrity import safeio
 from integrity.errors import ArtifactReadError, UsageError
 from integrity.release.inputs import ReadInput
 from integrity.release.spec import ReleaseSpec
@@ -35,50 +33,22 @@ _ST_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOO
 
 
 def load_safetensors(data: bytes, *, where: str | Path = "<safetensors>") -> dict[str, "torch.Tensor"]:
-    """Parse a safetensors blob (already hashed) strictly: bounds, dtypes and offsets are checked."""
+    """Tensors of a safetensors blob (already hashed), read by the one strict reader."""
     import torch
+
+    from integrity.scans.safetensors import parse_safetensors
 
     dtypes = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
               "BOOL": torch.bool}
     if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
         raise UsageError("safetensors loading needs a little-endian machine")
-    if len(data) < 8:
-        raise ArtifactReadError("not a safetensors file (too short)", artifact=where)
-    size = int.from_bytes(data[:8], "little")
-    if size > len(data) - 8 or size > 100_000_000:
-        raise ArtifactReadError("safetensors header length is out of bounds", artifact=where)
-    try:
-        header = safeio.loads(data[8:8 + size])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactReadError(f"safetensors header is not JSON: {exc}", artifact=where) from exc
-    if not isinstance(header, dict):
-        raise ArtifactReadError("safetensors header is not an object", artifact=where)
-    buffer = bytearray(data[8 + size:])
+    parsed, _ = parse_safetensors(data, where=where)
     tensors: dict[str, torch.Tensor] = {}
-    spans = []
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = dtypes[meta["dtype"]]
-            shape = [int(s) for s in meta["shape"]]
-            start, end = (int(o) for o in meta["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactReadError(f"tensor {name!r} has a malformed header entry", artifact=where) from exc
-        count = 1
-        for dim in shape:
-            count *= dim
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if any(d < 0 for d in shape) or not 0 <= start <= end <= len(buffer) or end - start != count * itemsize:
-            raise ArtifactReadError(f"tensor {name!r} has inconsistent offsets or shape", artifact=where)
-        spans.append((start, end))
-        tensors[name] = (torch.frombuffer(buffer, dtype=dtype, count=count, offset=start).reshape(shape).clone()
-                         if count else torch.empty(shape, dtype=dtype))
-    spans.sort()
-    for (_, end), (start, _) in itertools.pairwise(spans):
-        if start < end:
-            raise ArtifactReadError("tensors overlap in the safetensors data", artifact=where)
+    for name, raw in parsed.items():
+        dtype = dtypes[raw.dtype]
+        tensors[name] = (torch.frombuffer(bytearray(raw.data), dtype=dtype, count=raw.count).reshape(raw.shape)
+                         if raw.count else torch.empty(raw.shape, dtype=dtype))
     return tensors
 
 

