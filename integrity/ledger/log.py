@@ -8,7 +8,7 @@ entry in order, editing, removing or reordering history changes the root and is 
 
 Storage is the artifact store's backend (local or S3)::
 
-    ledger/entries/000000000042.json   the leaf: {"index", "kind", "digest", "data"}
+    ledger/entries/000000000042.json   the leaf: {"index", "kind", "digest", "data", "canonical"} (RFC 8785)
     ledger/heads/000000000043.json     a signed tree head for the first 43 entries, with the
                                        tree's compact range (unsigned; trusted only when it
                                        rebuilds the signed root) so the next head reads only
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from integrity import safeio
+from integrity.canonical import RFC8785, canonical_json, encode
 from integrity.errors import StoreError, VerificationError
 from integrity.storage import ArtifactStore
 from integrity.trust.signing import key_fingerprint, load_private_key, load_public_key
@@ -178,7 +179,16 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
 
 
 def _canonical(data: Mapping[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_json(data)
+
+
+def _entry_bytes(entry: Mapping[str, Any]) -> bytes:
+    """An entry in the form it was written in (RFC 8785 when marked, else the legacy compact form)."""
+    return encode(entry, entry.get("canonical"))
+
+
+def _data_bytes(entry: Mapping[str, Any]) -> bytes:
+    return encode(entry.get("data", {}), entry.get("canonical"))
 
 
 @dataclass(frozen=True)
@@ -257,7 +267,7 @@ class Ledger:
         return sum(1 for key in self.store.backend.list_keys(ENTRY_PREFIX) if key.endswith(".json"))
 
     def leaves(self) -> list[bytes]:
-        return [leaf_hash(_canonical(entry)) for entry in self.entries()]
+        return [leaf_hash(_entry_bytes(entry)) for entry in self.entries()]
 
     def heads(self) -> list[TreeHead]:
         keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
@@ -280,7 +290,7 @@ class Ledger:
         for _ in range(_MAX_APPEND_RETRIES):
             index = self._size()
             entry = {"index": index, "kind": kind, "digest": digest, "appended_at": datetime.now(UTC).isoformat(),
-                     "data": body}
+                     "data": body, "canonical": RFC8785}
             if self.store.backend.put_bytes(f"{ENTRY_PREFIX}{index:012d}.json", _canonical(entry)):
                 return index, self.sign_head()
         raise StoreError("could not append to the ledger: other writers kept taking the next index")
@@ -301,7 +311,7 @@ class Ledger:
             except StoreError as exc:
                 raise LedgerError(f"entry {index} cannot be read: {exc.reason}",
                                   artifact=self.store.backend.describe(name)) from exc
-            frontier = frontier_push(frontier, index, leaf_hash(_canonical(safeio.loads(data))))
+            frontier = frontier_push(frontier, index, leaf_hash(_entry_bytes(safeio.loads(data))))
         unsigned = TreeHead(size, frontier_root(frontier).hex(), datetime.now(UTC).isoformat(),
                             key_fingerprint(key.public_key()), "")
         signature = key.sign(unsigned.signed_part(), ec.ECDSA(hashes.SHA256()))
@@ -359,10 +369,10 @@ class Ledger:
         for position, entry in enumerate(entries):
             if entry.get("index") != position:
                 raise LedgerError(f"entry {position} claims index {entry.get('index')} (reordered)")
-            recomputed = "sha256:" + hashlib.sha256(_canonical(entry.get("data", {}))).hexdigest()
+            recomputed = "sha256:" + hashlib.sha256(_data_bytes(entry)).hexdigest()
             if recomputed != entry.get("digest"):
                 raise LedgerError(f"entry {position} was edited: its data no longer matches its digest")
-            leaves.append(leaf_hash(_canonical(entry)))
+            leaves.append(leaf_hash(_entry_bytes(entry)))
         heads = self.heads()
         previous: TreeHead | None = None
         for head in heads:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import stat
@@ -92,8 +91,10 @@ def _check_name(value: str, what: str) -> str:
 
 
 def _canonical_json(data: Any) -> bytes:
-    """One byte string per document, so equal documents get equal digests."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    """Tree documents in the one canonical JSON (RFC 8785); stored trees are verified by re-hashing their bytes."""
+    from integrity.canonical import canonical_json
+
+    return canonical_json(data)
 
 
 def _read_source(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:

@@ -12,7 +12,6 @@ The OIDC identity token is taken, in order, from the ``identity_token`` argument
 GitLab, Buildkite, CircleCI, GCP). There is deliberately no interactive browser flow.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from sigstore.oidc import ExpiredIdentity, IdentityError, IdentityToken, detect_
 from sigstore.sign import Signer, SigningContext
 from sigstore.verify import Verifier
 
+from integrity.canonical import canonical_json
 from integrity.errors import UsageError
 from integrity.settings import package_data
 
@@ -134,7 +134,7 @@ def sign_statement_keyless(
             advice="Obtain a fresh OIDC token with audience 'sigstore'; tokens are short-lived.",
         ) from exc
     try:
-        payload = Statement(json.dumps(statement, indent=2, sort_keys=True).encode())
+        payload = Statement(canonical_json(statement))
     except (SigstoreError, TypeError, ValueError) as exc:
         raise UsageError(f"the statement to sign is not a valid in-toto v1 statement: {_describe(exc)}") from exc
 

@@ -11,7 +11,6 @@ verifies with ``model_signing verify`` and vice versa:
 
 import base64
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from integrity.canonical import canonical_json
 from integrity.errors import ArtifactReadError, UsageError
 from integrity.trust.hashing import HashingConfig, Manifest, hash_artifact
 
@@ -145,7 +145,7 @@ class Signer(Protocol):
 
 
 def _dsse_envelope(statement: dict[str, Any], key: ec.EllipticCurvePrivateKey) -> tuple[dict[str, Any], bytes]:
-    payload = json.dumps(statement, indent=2, sort_keys=True).encode()
+    payload = canonical_json(statement)
     signature = key.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload), ec.ECDSA(curve_hash(key.public_key())))
     envelope = {
         "payload": base64.b64encode(payload).decode(),

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 #: Layers, lowest first. A module's layer is the longest prefix listed here.
 LAYERS: list[tuple[str, ...]] = [
-    ("integrity", "integrity.errors", "integrity.safeio", "integrity.settings", "integrity.schemas"),
+    ("integrity", "integrity.errors", "integrity.safeio", "integrity.settings", "integrity.schemas",
+     "integrity.canonical"),
     ("integrity.trust",),
     ("integrity.storage",),
     ("integrity.ledger",),
