@@ -34,9 +34,10 @@ from integrity.intake.outcomes import STEPS, ContentRejectedError, Reverificatio
 from integrity.intake.validate import _record_name, dataset_report, model_report
 from integrity.settings import current
 from integrity.storage import ArtifactStore, open_store
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, HashingConfig, hash_artifact, manifest_root, sha256_file
+from integrity.trust.hashing import HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.trust.policy import TrustPolicy, load_policy
 from integrity.trust.signing import atomic_write
+from integrity.trust.statements import statement, subject
 
 VALIDATION_PREDICATE_TYPE = "https://cairn.dev/attestations/validation/v1"
 INGESTION_PREDICATE_TYPE = "https://cairn.dev/attestations/ingestion/v1"
@@ -414,13 +415,8 @@ def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _statement(name: str, digest: str | None, predicate_type: str, predicate: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": name, "digest": {"sha256": digest} if digest else {}}],
-        "predicateType": predicate_type,
-        "predicate": {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn",
-                                                                              "version": __version__}},
-    }
+    stamped = {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn", "version": __version__}}
+    return statement([subject(name, digest)], predicate_type, stamped)
 
 
 def _split_record(key: str) -> tuple[str, str]:

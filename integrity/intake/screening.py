@@ -42,8 +42,9 @@ from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError,
 from integrity.ledger.transparency import log_record
 from integrity.scans.poisoning.policy import ModelScanPolicy, ScanPolicy
 from integrity.storage import ArtifactStore
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, hash_artifact
+from integrity.trust.hashing import hash_artifact
 from integrity.trust.signing import atomic_write
+from integrity.trust.statements import statement, subject
 
 SCREENING_PREDICATE_TYPE = "https://cairn.dev/attestations/screening/v1"
 MODEL_SCAN_PREDICATE_TYPE = "https://cairn.dev/attestations/model-scan/v1"
@@ -66,11 +67,8 @@ class ScreeningOutcome:
 
 
 def _statement(name: str, digest: str | None, predicate_type: str, predicate: dict[str, Any]) -> dict[str, Any]:
-    subject = [{"name": name, "digest": {"sha256": digest} if digest else {}}]
-    return {"_type": IN_TOTO_STATEMENT_TYPE, "subject": subject,
-            "predicateType": predicate_type,
-            "predicate": {**predicate, "at": datetime.now(UTC).isoformat(),
-                          "tool": {"name": "cairn", "version": __version__}}}
+    stamped = {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn", "version": __version__}}
+    return statement([subject(name, digest)], predicate_type, stamped)
 
 
 def _record_name(name: str, step: str) -> str:

@@ -38,8 +38,8 @@ from integrity.release.model import (
 from integrity.release.spec import GatePolicy
 from integrity.release.training import TrainingRun, read_model, select_device
 from integrity.storage import record_key
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
 from integrity.trust.signing import atomic_write
+from integrity.trust.statements import statement, subject
 
 if TYPE_CHECKING:
     import numpy as np
@@ -331,11 +331,7 @@ def evaluate(
     if passed:
         reasons.append(f"clean accuracy {clean:.4f} >= {policy.min_clean_accuracy}; "
                        f"{len(attack)} trigger(s) within {policy.max_attack_success:.1%}")
-    record: dict[str, Any] = {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": "model", "digest": {"sha256": run.model_digest}}],
-        "predicateType": EVALUATION_PREDICATE_TYPE,
-        "predicate": {
+    record: dict[str, Any] = statement([subject("model", run.model_digest)], EVALUATION_PREDICATE_TYPE, {
             "runId": run.run_id, "passed": passed, "reasons": reasons, "policy": policy.as_dict(),
             "cleanAccuracy": clean, "holdout": len(holdout), "holdoutDigest": indices_digest(holdout),
             "attackSuccess": attack, "triggers": [{"name": t.name, "target": t.target, "source": t.source}
@@ -344,8 +340,7 @@ def evaluate(
             "datasets": {r.input.name: f"sha256:{r.digest}" for r in reads}, "device": device_info,
             "evaluatedAt": datetime.now(UTC).isoformat(), "seconds": round(time.monotonic() - clock, 2),
             "tool": {"name": "cairn", "version": __version__},
-        },
-    }
+        })
     key = None
     if store is not None:
         name = f"{config.get('model', 'model')}-{run.run_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"

@@ -26,7 +26,7 @@ from integrity.release.evaluation import GateResult
 from integrity.release.inputs import AttestedInput
 from integrity.release.spec import ReleaseSpec
 from integrity.release.training import TrainingRun
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
+from integrity.trust.statements import statement
 
 SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://cairn.dev/buildtypes/attested-fine-tune/v1"
@@ -114,12 +114,8 @@ def build_provenance(context: ReleaseContext) -> dict[str, Any]:
     """A SLSA v1 provenance statement (its ``subject`` is filled with the model files by ``write_bundle``)."""
     predicate = context.run.predicate
     spec = context.spec
-    return {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": f"model/{name}", "digest": {"sha256": digest}}
-                    for name, digest in sorted(context.run.files.items())],
-        "predicateType": SLSA_PROVENANCE_V1,
-        "predicate": {
+    return statement([{"name": f"model/{name}", "digest": {"sha256": digest}}
+                    for name, digest in sorted(context.run.files.items())], SLSA_PROVENANCE_V1, {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
                 "externalParameters": {
@@ -155,8 +151,7 @@ def build_provenance(context: ReleaseContext) -> dict[str, Any]:
                     {"name": "signer", "annotations": dict(context.signer)},
                 ],
             },
-        },
-    }
+        })
 
 
 # -- CycloneDX ML-BOM ----------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from typing import Any, Literal, get_args
 from integrity import safeio
 from integrity.errors import RevokedError, StoreError, UsageError, VerificationError
 from integrity.storage import ArtifactStore, MissingObjectError
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE
 from integrity.trust.policy import SignerRule
 from integrity.trust.signing import Signer
+from integrity.trust.statements import statement
+from integrity.trust.statements import subject as subject_of
 
 REVOCATION_PREDICATE_TYPE = "https://cairn.dev/attestations/revocation/v1"
 RECORD_KIND = "revocations"
@@ -84,15 +85,11 @@ def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason
         bundle = store.get_record(RECORD_KIND, name)
         return _from_statement(safeio.loads(_payload(bundle)), f"records/{RECORD_KIND}/{name}.json")
     now = datetime.now(UTC).isoformat()
-    statement = {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": f"{checked}:{subject}",
-                     "digest": {"sha256": hashlib.sha256(subject.encode()).hexdigest()}}],
-        "predicateType": REVOCATION_PREDICATE_TYPE,
-        "predicate": {"kind": checked, "subject": subject, "reason": reason, "revokedAt": now,
-                      "revokedBy": signer.describe()},
-    }
-    bundle = safeio.loads(signer.sign_statement(statement))
+    body = statement([subject_of(f"{checked}:{subject}", hashlib.sha256(subject.encode()).hexdigest())],
+                     REVOCATION_PREDICATE_TYPE,
+                     {"kind": checked, "subject": subject, "reason": reason, "revokedAt": now,
+                      "revokedBy": signer.describe()})
+    bundle = safeio.loads(signer.sign_statement(body))
     key = store.put_record(RECORD_KIND, name, bundle)
     return Revocation(checked, subject, reason, now, signer.describe(), key)
 

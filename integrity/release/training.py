@@ -49,8 +49,9 @@ from integrity.release.model import (
     to_pixels,
 )
 from integrity.release.spec import ReleaseSpec, TrainingParams
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, sha256_file
+from integrity.trust.hashing import sha256_file
 from integrity.trust.signing import atomic_write
+from integrity.trust.statements import statement
 
 if TYPE_CHECKING:
     import torch
@@ -254,11 +255,9 @@ def fine_tune(
     files = {name: sha256_file(staging / "model" / name) for name in (MODEL_CONFIG, MODEL_WEIGHTS)}
     model_digest = _root_digest(files)
     finished = datetime.now(UTC)
-    record: dict[str, Any] = {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": f"model/{name}", "digest": {"sha256": digest}} for name, digest in sorted(files.items())],
-        "predicateType": TRAINING_PREDICATE_TYPE,
-        "predicate": {
+    record: dict[str, Any] = statement(
+        [{"name": f"model/{name}", "digest": {"sha256": digest}} for name, digest in sorted(files.items())],
+        TRAINING_PREDICATE_TYPE, {
             "runId": run_id,
             "model": spec.model,
             "modelDigest": f"sha256:{model_digest}",
@@ -281,8 +280,7 @@ def fine_tune(
             "finishedOn": finished.isoformat(),
             "seconds": round(time.monotonic() - clock, 2),
             "tool": {"name": "cairn", "version": __version__},
-        },
-    }
+        })
     atomic_write(staging / "training.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     if run_dir.exists():
         raise UsageError(f"training run {run_id} already exists", artifact=run_dir)

@@ -31,6 +31,7 @@ from integrity.errors import (
     EmptyArtifactError,
     UnsafePathError,
 )
+from integrity.trust.statements import IN_TOTO_STATEMENT_TYPE, statement, subject
 
 #: Paths model-signing ignores by default at the root of a model directory.
 DEFAULT_IGNORED_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
@@ -40,7 +41,6 @@ DEFAULT_SHARD_SIZE = 1_000_000_000
 READ_CHUNK = 4 * 1024 * 1024
 
 OMS_PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 
 Method = Literal["files", "shards"]
 
@@ -171,17 +171,10 @@ class Manifest:
 
     def to_statement(self) -> dict[str, Any]:
         """The in-toto statement model-signing signs (predicate v1.0)."""
-        return {
-            "_type": IN_TOTO_STATEMENT_TYPE,
-            "subject": [{"name": self.model_name, "digest": {"sha256": self.root_digest}}],
-            "predicateType": OMS_PREDICATE_TYPE,
-            "predicate": {
-                "serialization": self.config.serialization(),
-                "resources": [
-                    {"name": r.name, "algorithm": self.algorithm, "digest": r.digest} for r in self.resources
-                ],
-            },
-        }
+        return statement([subject(self.model_name, self.root_digest)], OMS_PREDICATE_TYPE, {
+            "serialization": self.config.serialization(),
+            "resources": [{"name": r.name, "algorithm": self.algorithm, "digest": r.digest} for r in self.resources],
+        })
 
     @classmethod
     def from_statement(cls, statement: dict[str, Any], *, artifact: str = "") -> "Manifest":

@@ -12,8 +12,9 @@ from typing import Any
 
 from integrity import __version__
 from integrity.errors import CairnError
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, sha256_file
+from integrity.trust.hashing import sha256_file
 from integrity.trust.policy import TrustPolicy
+from integrity.trust.statements import statement
 from integrity.trust.verifying import VerificationResult
 
 VERIFICATION_PREDICATE_TYPE = "https://cairn.dev/attestations/verification/v1"
@@ -25,11 +26,8 @@ def _tool() -> dict[str, str]:
 
 def record_for_result(result: VerificationResult) -> dict[str, Any]:
     """The record of a passed verification."""
-    return {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": result.artifact.name or str(result.artifact), "digest": {"sha256": result.digest}}],
-        "predicateType": VERIFICATION_PREDICATE_TYPE,
-        "predicate": {
+    return statement([{"name": result.artifact.name or str(result.artifact), "digest": {"sha256": result.digest}}],
+                     VERIFICATION_PREDICATE_TYPE, {
             "result": "passed",
             "reason": result.reason,
             "artifact": {"path": str(result.artifact), "kind": result.kind},
@@ -46,8 +44,7 @@ def record_for_result(result: VerificationResult) -> dict[str, Any]:
             ),
             "verifiedAt": result.verified_at.isoformat(),
             "verifier": _tool(),
-        },
-    }
+        })
 
 
 def record_for_failure(
@@ -67,11 +64,7 @@ def record_for_failure(
         except CairnError:
             digest = None
     subject: dict[str, Any] = {"name": path.name or str(path), "digest": {"sha256": digest} if digest else {}}
-    return {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [subject],
-        "predicateType": VERIFICATION_PREDICATE_TYPE,
-        "predicate": {
+    return statement([subject], VERIFICATION_PREDICATE_TYPE, {
             "result": "failed",
             "reason": error.reason,
             "error": {"type": type(error).__name__, "kind": error.kind, "diagnostics": error.diagnostics()},
@@ -81,8 +74,7 @@ def record_for_failure(
             "policy": policy.describe() if policy else None,
             "verifiedAt": datetime.now(UTC).isoformat(),
             "verifier": _tool(),
-        },
-    }
+        })
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -22,7 +22,8 @@ from typing import Any
 
 from integrity.errors import VerificationError
 from integrity.settings import subprocess_path
-from integrity.trust.hashing import IN_TOTO_STATEMENT_TYPE, sha256_file
+from integrity.trust.hashing import sha256_file
+from integrity.trust.statements import statement
 
 CONVERSION_PREDICATE_TYPE = "https://cairn.dev/attestations/conversion/v1"
 TORCH_FORMATS = ("pytorch-zip", "pytorch-legacy")
@@ -198,11 +199,7 @@ def convert_to_safetensors(
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     tensors = int(summary["tensors"])
     source_digest, output_digest = sha256_file(source), sha256_file(dest)
-    record = {
-        "_type": IN_TOTO_STATEMENT_TYPE,
-        "subject": [{"name": dest.name, "digest": {"sha256": output_digest}}],
-        "predicateType": CONVERSION_PREDICATE_TYPE,
-        "predicate": {
+    record = statement([{"name": dest.name, "digest": {"sha256": output_digest}}], CONVERSION_PREDICATE_TYPE, {
             "source": {"name": source.name, "digest": {"sha256": source_digest}, "format": kind},
             "converter": ("torch.load(weights_only=True)" if kind in TORCH_FORMATS
                           else "allowlist-restricted unpickler") + " in a sandboxed child -> safetensors",
@@ -213,8 +210,7 @@ def convert_to_safetensors(
             "scan": report.as_dict(),
             "outputScan": {"safe": checked.safe, "format": "safetensors"},
             "convertedAt": datetime.now(UTC).isoformat(),
-        },
-    }
+        })
     return ConversionResult(str(source), source_digest, str(dest), output_digest, tensors, record)
 
 

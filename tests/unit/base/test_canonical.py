@@ -41,5 +41,5 @@ def test_new_entries_are_rfc8785_and_old_legacy_entries_still_verify(tmp_path: P
     # Relabelling the old entry as RFC 8785 changes its leaf: refused.
     (tmp_path / "store" / "ledger" / "entries" / "000000000001.json").write_bytes(
         canonical_json({**old, "canonical": RFC8785}))
-    with pytest.raises(Exception, match="edited|root|head"):
+    with pytest.raises(Exception, match=r"edited|root|head"):
         ledger.verify()
