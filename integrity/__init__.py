@@ -3,7 +3,7 @@
 It never imports Dagster; the pipeline in ``pipelines/`` builds on it. Layers, lowest first (a layer
 imports only the ones before it; ``tests/unit/base/test_architecture.py`` enforces it):
 
-* base modules: ``errors``, ``safeio``, ``settings``, ``canonical``;
+* base modules: ``errors``, ``safeio``, ``settings``, ``canonical`` (RFC 8785), ``schemas`` (typed file formats);
 * :mod:`integrity.trust`: hashing, signing, verifying, policies, records;
 * :mod:`integrity.storage`: the artifact store and its backends;
 * :mod:`integrity.ledger`: the transparency log;
