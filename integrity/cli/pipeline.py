@@ -52,7 +52,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     from integrity.storage import open_store
 
     store = open_store(args.store)
-    root = getattr(store.backend, "root", None)
+    root = store.local_root
     if isinstance(root, Path) and not root.is_dir():
         raise UsageError("no store at this path (nothing to verify)", artifact=root,
                          advice="Pass --store with the store the ledger is in (a path or s3:// URL).")
@@ -108,7 +108,7 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
     from integrity.storage.check import verify_store
 
     store = open_store(args.store)
-    root = getattr(store.backend, "root", None)
+    root = store.local_root
     if isinstance(root, Path) and not root.is_dir():
         raise UsageError("no store at this path", artifact=root)
     report = verify_store(store, quarantine=not args.no_quarantine)

@@ -120,7 +120,7 @@ def _published_in(store: Any, model: str, version: str) -> bool:
     from integrity.distribution import publication_key
 
     try:
-        return bool(model and version and store.backend.exists(publication_key(model, version)))
+        return bool(model and version and store.has_key(publication_key(model, version)))
     except CairnError:
         return False
 

@@ -57,7 +57,7 @@ def _published_index(store: ArtifactStore, publication: Publication, policy: Tru
 def _record_signers(store: ArtifactStore, key: str) -> tuple[set[str], set[str]]:
     """Signer subjects and policy digests named by an input's verification record (empty if unreadable)."""
     try:
-        record = safeio.loads(store.backend.read_bytes(key))
+        record = safeio.loads(store.read_key(key))
     except (CairnError, ValueError):
         return set(), set()
     predicate = record.get("predicate") if isinstance(record, dict) else None

@@ -34,7 +34,7 @@ def log_release(ledger: Ledger, store: ArtifactStore, index: Any, publication_ke
 
 def log_revocation(ledger: Ledger, store: ArtifactStore, revocation: Any) -> int:
     """Log a revocation (its record's key and digest, kind, subject and reason) once."""
-    raw = store.backend.read_bytes(revocation.record_key)
+    raw = store.read_key(revocation.record_key)
     digest = hashlib.sha256(raw).hexdigest()
     for entry in ledger.entries():
         data = entry.get("data") or {}

@@ -160,18 +160,18 @@ class Retention:
 
 def object_lock_enabled(store: ArtifactStore) -> bool:
     """Whether the store's backend enforces retention (an S3 bucket with Object Lock enabled)."""
-    return "object-lock" in store.backend.capabilities and store.backend.object_lock_enabled()
+    return "object-lock" in store.capabilities and store.object_lock_enabled()
 
 
 def _apply_retention(store: ArtifactStore, keys: Sequence[str], retention: Retention) -> dict[str, dict[str, str]]:
     """Set (or extend) retention on each key; returns what the service reports afterwards."""
     until = datetime.now(UTC) + timedelta(days=retention.days)
-    return {key: store.backend.retain(key, retention.mode, until) for key in keys}
+    return {key: store.retain(key, retention.mode, until) for key in keys}
 
 
 def read_retention(store: ArtifactStore, key: str) -> dict[str, str] | None:
     """Retention the service holds for a store key (None where the backend has none)."""
-    return store.backend.retention(key)
+    return store.retention(key)
 
 
 @dataclass(frozen=True)
@@ -249,21 +249,21 @@ def publish(
     claim_key = sequence_key(index.model, index.sequence)
     claim = {"schema": PUBLICATION_SCHEMA + "#sequence", "model": index.model, "sequence": index.sequence,
              "version": index.version, "index_sha256": index.sha256}
-    if not store.backend.put_bytes(claim_key, _canonical(claim)):
+    if not store.write_key(claim_key, _canonical(claim)):
         existing = _load_json(store, claim_key)
         if existing.get("version") != index.version or existing.get("index_sha256") != index.sha256:
             raise PublishConflictError(
                 f"sequence {index.sequence} of {index.model} already belongs to version {existing.get('version')} "
                 f"(index sha256:{existing.get('index_sha256')}); nothing was overwritten",
-                artifact=store.backend.describe(claim_key))
+                artifact=store.describe(claim_key))
     pub_key = publication_key(index.model, index.version)
-    created = store.backend.put_bytes(pub_key, _canonical(publication.as_dict()))
+    created = store.write_key(pub_key, _canonical(publication.as_dict()))
     if not created:
-        existing_pub = Publication.from_dict(_load_json(store, pub_key), where=store.backend.describe(pub_key))
+        existing_pub = Publication.from_dict(_load_json(store, pub_key), where=store.describe(pub_key))
         if existing_pub.index_sha256 != index.sha256:
             raise PublishConflictError(
                 f"{index.reference} is already published with another index (sha256:{existing_pub.index_sha256}); "
-                "nothing was overwritten", artifact=store.backend.describe(pub_key))
+                "nothing was overwritten", artifact=store.describe(pub_key))
     if locked and retention is not None:
         held.update(_apply_retention(store, [claim_key, pub_key], retention))
     ledger_index = None
@@ -271,7 +271,7 @@ def publish(
         from integrity.distribution.ledgered import log_release
 
         ledger_index = log_release(ledger, store, index, pub_key, signature_sha256)
-    return PublishResult(index.model, index.version, index.sequence, index.sha256, store.backend.describe(pub_key),
+    return PublishResult(index.model, index.version, index.sequence, index.sha256, store.describe(pub_key),
                          created, len(uploads), new, index.total_bytes + publication.index_size
                          + publication.signature_size, held, ledger_index)
 
@@ -284,8 +284,8 @@ def list_publications(store: ArtifactStore, model: str | None = None) -> list[Pu
     """Every published release (of one model), oldest sequence first."""
     prefix = f"{RELEASES_PREFIX}{_check_segment(model, 'model name')}/versions/" if model else RELEASES_PREFIX
     found = []
-    for key in store.backend.list_keys(prefix):
+    for key in store.keys(prefix):
         parts = key.split("/")
         if len(parts) == 4 and parts[2] == "versions" and key.endswith(".json"):
-            found.append(Publication.from_dict(_load_json(store, key), where=store.backend.describe(key)))
+            found.append(Publication.from_dict(_load_json(store, key), where=store.describe(key)))
     return sorted(found, key=lambda p: (p.model, p.sequence, p.version))

@@ -89,7 +89,7 @@ class StoreSource:
             except MissingObjectError as exc:
                 raise ReleaseNotFoundError(f"{model}@{version} is not published in {self.store.url}",
                                            artifact=f"{model}@{version}") from exc
-            return Publication.from_dict(data, where=self.store.backend.describe(key))
+            return Publication.from_dict(data, where=self.store.describe(key))
         published = list_publications(self.store, model)
         if not published:
             raise ReleaseNotFoundError(f"no release of {model} is published in {self.store.url}", artifact=model)
@@ -97,7 +97,7 @@ class StoreSource:
 
     def fetch(self, digest: str, size: int, dest: Path, progress: Progress) -> None:
         key = blob_key("trusted", digest)
-        backend = self.store.backend
+        backend = self.store
         ranged = self.connections > 1 and size > 8 * 1024 * 1024 and "ranged-reads" in backend.capabilities
         try:
             backend.download(key, dest, progress, connections=self.connections if ranged else 1)
@@ -215,7 +215,7 @@ def presign(
     The release is verified (index signature, revocations) before a ticket is issued; the
     recipient verifies everything again. Only S3 stores can presign.
     """
-    backend = store.backend
+    backend = store
     if "presigned-urls" not in backend.capabilities:
         raise UsageError("pull tickets need an S3 store (presigned URLs)", artifact=store.url)
     if not 1 <= expires_in <= 7 * 24 * 3600:
@@ -236,7 +236,7 @@ def presign(
     records = []
     for revocation in revocations.revocations:
         records.append({"key": revocation.record_key,
-                        "bundle": safeio.loads(store.backend.read_bytes(revocation.record_key))})
+                        "bundle": safeio.loads(store.read_key(revocation.record_key))})
     return {
         "schema": TICKET_SCHEMA,
         "model": publication.model,

@@ -44,8 +44,8 @@ def publish_data_docs(ingestion: "Ingestion", source: Source, site: Path) -> str
     prefix = f"reports/data-docs/{source.key}"
     for file in sorted(p for p in site.rglob("*") if p.is_file()):
         key = f"{prefix}/{file.relative_to(site).as_posix()}"
-        ingestion.store.backend.put_bytes(key, file.read_bytes(), overwrite=True)
-    return ingestion.store.backend.describe(f"{prefix}/index.html")
+        ingestion.store.write_key(key, file.read_bytes(), overwrite=True)
+    return ingestion.store.describe(f"{prefix}/index.html")
 
 
 def model_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:

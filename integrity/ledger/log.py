@@ -240,37 +240,37 @@ class Ledger:
     # -- reading ----------------------------------------------------------------------------
 
     def entries(self) -> list[dict[str, Any]]:
-        keys = sorted(k for k in self.store.backend.list_keys(ENTRY_PREFIX) if k.endswith(".json"))
+        keys = sorted(k for k in self.store.keys(ENTRY_PREFIX) if k.endswith(".json"))
         found = []
         for position, key in enumerate(keys):
             expected = f"{ENTRY_PREFIX}{position:012d}.json"
             if key != expected:
                 raise LedgerError(f"entry {position} is missing (found {key.rsplit('/', 1)[-1]} instead)",
-                                  artifact=self.store.backend.describe(expected))
+                                  artifact=self.store.describe(expected))
             found.append(self._read_json(key, f"entry {position}"))
         return found
 
     def _read_json(self, key: str, what: str) -> dict[str, Any]:
         """One stored ledger object; anything but a JSON object is a ledger error naming it."""
         try:
-            data = safeio.loads(self.store.backend.read_bytes(key))
+            data = safeio.loads(self.store.read_key(key))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise LedgerError(f"{what} is not valid JSON (edited or corrupted): {exc}",
-                              artifact=self.store.backend.describe(key)) from exc
+                              artifact=self.store.describe(key)) from exc
         if not isinstance(data, dict):
             raise LedgerError(f"{what} is not a JSON object (edited or corrupted)",
-                              artifact=self.store.backend.describe(key))
+                              artifact=self.store.describe(key))
         return data
 
     def _size(self) -> int:
         """How many entries exist, from the listing alone (the next index to take)."""
-        return sum(1 for key in self.store.backend.list_keys(ENTRY_PREFIX) if key.endswith(".json"))
+        return sum(1 for key in self.store.keys(ENTRY_PREFIX) if key.endswith(".json"))
 
     def leaves(self) -> list[bytes]:
         return [leaf_hash(_entry_bytes(entry)) for entry in self.entries()]
 
     def heads(self) -> list[TreeHead]:
-        keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
+        keys = sorted(k for k in self.store.keys(HEAD_PREFIX) if k.endswith(".json"))
         heads = []
         for key in keys:
             data = self._read_json(key, f"tree head {key.rsplit('/', 1)[-1]}")
@@ -278,7 +278,7 @@ class Ledger:
                 heads.append(TreeHead.from_dict(data))
             except (KeyError, TypeError, ValueError) as exc:
                 raise LedgerError(f"tree head is malformed: {exc!r}",
-                                  artifact=self.store.backend.describe(key)) from exc
+                                  artifact=self.store.describe(key)) from exc
         return heads
 
     # -- writing ----------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class Ledger:
             index = self._size()
             entry = {"index": index, "kind": kind, "digest": digest, "appended_at": datetime.now(UTC).isoformat(),
                      "data": body, "canonical": RFC8785}
-            if self.store.backend.put_bytes(f"{ENTRY_PREFIX}{index:012d}.json", _canonical(entry)):
+            if self.store.write_key(f"{ENTRY_PREFIX}{index:012d}.json", _canonical(entry)):
                 return index, self.sign_head()
         raise StoreError("could not append to the ledger: other writers kept taking the next index")
 
@@ -307,10 +307,10 @@ class Ledger:
         for index in range(covered, size):
             name = f"{ENTRY_PREFIX}{index:012d}.json"
             try:
-                data = self.store.backend.read_bytes(name)
+                data = self.store.read_key(name)
             except StoreError as exc:
                 raise LedgerError(f"entry {index} cannot be read: {exc.reason}",
-                                  artifact=self.store.backend.describe(name)) from exc
+                                  artifact=self.store.describe(name)) from exc
             frontier = frontier_push(frontier, index, leaf_hash(_entry_bytes(safeio.loads(data))))
         unsigned = TreeHead(size, frontier_root(frontier).hex(), datetime.now(UTC).isoformat(),
                             key_fingerprint(key.public_key()), "")
@@ -319,15 +319,15 @@ class Ledger:
                         base64.b64encode(signature).decode())
         # The frontier rides along unsigned: the next signer trusts it only if it rebuilds this signed root.
         stored = {**head.as_dict(), "frontier": [node.hex() for node in frontier]}
-        self.store.backend.put_bytes(f"{HEAD_PREFIX}{head.size:012d}.json", _canonical(stored), overwrite=True)
+        self.store.write_key(f"{HEAD_PREFIX}{head.size:012d}.json", _canonical(stored), overwrite=True)
         return head
 
     def _resume_point(self, public: ec.EllipticCurvePublicKey, size: int) -> tuple[int, list[bytes]]:
         """(entries covered, compact range) of the newest head this key signed, or (0, []) to start over."""
-        keys = sorted(k for k in self.store.backend.list_keys(HEAD_PREFIX) if k.endswith(".json"))
+        keys = sorted(k for k in self.store.keys(HEAD_PREFIX) if k.endswith(".json"))
         for name in reversed(keys):
             try:
-                stored = safeio.loads(self.store.backend.read_bytes(name))
+                stored = safeio.loads(self.store.read_key(name))
                 head = TreeHead.from_dict(stored)
                 frontier = [bytes.fromhex(node) for node in stored.get("frontier", [])]
                 if head.size > size or head.key_fingerprint != key_fingerprint(public):

@@ -88,7 +88,7 @@ def append_entry(ledger: Ledger, kind: str, data: Mapping[str, Any]) -> int:
 def log_record(store: ArtifactStore, key: str, *, kind: str | None = None, home: Path | None = None,
                ledger: Ledger | None = None) -> int:
     """Append a stored record (by key and content digest) to the ledger; returns its entry index."""
-    raw = store.backend.read_bytes(key)
+    raw = store.read_key(key)
     record: Any = None
     with contextlib.suppress(ValueError):
         record = safeio.loads(raw)
@@ -150,11 +150,11 @@ class LoggedRecords:
         logged = self.digests.get(key)
         if not logged:
             raise UnloggedRecordError("the record is not in the signed ledger",
-                                      artifact=self.store.backend.describe(key))
-        raw = self.store.backend.read_bytes(key)
+                                      artifact=self.store.describe(key))
+        raw = self.store.read_key(key)
         if hashlib.sha256(raw).hexdigest() not in logged:
             raise UnloggedRecordError("the record was changed after the ledger logged it",
-                                      artifact=self.store.backend.describe(key))
+                                      artifact=self.store.describe(key))
         return raw
 
 
@@ -167,7 +167,7 @@ def audit_records(ledger: Ledger) -> list[str]:
         if not isinstance(key, str) or not isinstance(digest, str):
             continue
         try:
-            raw = ledger.store.backend.read_bytes(key)
+            raw = ledger.store.read_key(key)
         except CairnError:
             problems.append(f"entry {entry.get('index')}: record {key} was deleted")
             continue
@@ -228,6 +228,6 @@ def witness_head(ledger: Ledger, head: TreeHead, *, url: str | None = None, time
     (uuid_, entry), *_ = response.json().items()
     receipt = {"rekor": base, "uuid": uuid_, "logIndex": entry.get("logIndex"),
                "integratedTime": entry.get("integratedTime"), "head": head.as_dict()}
-    ledger.store.backend.put_bytes(f"ledger/rekor/{head.size:012d}.json",
+    ledger.store.write_key(f"ledger/rekor/{head.size:012d}.json",
                                    json.dumps(receipt, indent=2, sort_keys=True).encode(), overwrite=True)
     return receipt

@@ -99,7 +99,7 @@ def referenced_record(store: "ArtifactStore", key: Any, what: str, source: str,
     try:
         logged = logged or LoggedRecords.for_store(store)
         raw = logged.read(key.strip("/"))
-        return parse_json_object(raw, artifact=store.backend.describe(key), what=f"{what} record")
+        return parse_json_object(raw, artifact=store.describe(key), what=f"{what} record")
     except UnloggedRecordError as exc:
         raise UnattestedInputError(f"untrusted {what} record {key}: {exc.reason}", artifact=source) from exc
     except CairnError as exc:

@@ -81,7 +81,7 @@ def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason
     if not reason.strip():
         raise UsageError("a revocation needs a reason (auditors read it)")
     name = record_name(checked, subject)
-    if store.backend.exists(f"records/{RECORD_KIND}/{name}.json"):
+    if store.has_key(f"records/{RECORD_KIND}/{name}.json"):
         bundle = store.get_record(RECORD_KIND, name)
         return _from_statement(safeio.loads(_payload(bundle)), f"records/{RECORD_KIND}/{name}.json")
     now = datetime.now(UTC).isoformat()
@@ -127,7 +127,7 @@ class RevocationList:
         for name in store.list_records(RECORD_KIND):
             key = f"records/{RECORD_KIND}/{name}.json"
             try:
-                raw = store.backend.read_bytes(key)
+                raw = store.read_key(key)
             except (MissingObjectError, StoreError) as exc:
                 raise RevocationListError(f"cannot read revocation {key}: {exc}", artifact=key) from exc
             try:

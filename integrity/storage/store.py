@@ -65,6 +65,7 @@ from integrity.storage.base import (
     tree_key,
     write_verified,
 )
+from integrity.storage.keyed import KeyedDocuments
 from integrity.trust.hashing import DEFAULT_IGNORED_PATHS, HashingConfig, list_files, validate_relative_name
 
 # -- small helpers ----------------------------------------------------------------------
@@ -76,7 +77,7 @@ from integrity.trust.hashing import DEFAULT_IGNORED_PATHS, HashingConfig, list_f
 # -- the store ----------------------------------------------------------------------------
 
 
-class ArtifactStore:
+class ArtifactStore(KeyedDocuments):
     """Content-addressed, write-once storage of artifacts, trees, quarantine and records."""
 
     def __init__(self, backend: Backend) -> None:

@@ -60,7 +60,7 @@ def _record_link(cairn: CairnResource, key: str | None) -> str:
     if not key:
         return "-"
     store = cairn.ingestion().store
-    return store.backend.describe(key)
+    return store.describe(key)
 
 
 def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:

@@ -136,7 +136,7 @@ def test_every_layer_package_says_what_it_owns_and_may_import() -> None:
         assert "import" in doc, f"{init}: the docstring must say what the layer may import"
 
 
-def test_boto3_and_backend_types_stay_inside_storage() -> None:
+def test_boto3_backend_types_and_backends_stay_inside_storage() -> None:
     offenders = []
     for path in REPO.glob("integrity/**/*.py"):
         if path.is_relative_to(REPO / "integrity" / "storage"):
@@ -145,6 +145,9 @@ def test_boto3_and_backend_types_stay_inside_storage() -> None:
         for needle in ("boto3", "botocore", "isinstance(backend, S3Backend)", "S3Backend", "LocalBackend)"):
             if needle in text:
                 offenders.append(f"{path.relative_to(REPO)}: {needle}")
+        for node in ast.walk(ast.parse(text)):  # the store's own methods, never its backend
+            if isinstance(node, ast.Attribute) and node.attr == "backend":
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: .backend")
     assert offenders == []
 
 
