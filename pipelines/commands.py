@@ -4,7 +4,7 @@ entry-point group (the library's CLI never imports :mod:`pipelines` itself)."""
 import argparse
 from pathlib import Path
 
-from integrity.cli.common import AddCommand, emit
+from integrity.cli.common import AddCommand, add_location_options, emit
 from integrity.errors import EXIT_OK
 
 
@@ -21,5 +21,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(add: AddCommand) -> None:
     p = add("demo", cmd_demo, "stage the demo vendor drops and run the whole pipeline through Dagster (offline)")
-    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    add_location_options(p, store=False)
     p.add_argument("--stage-only", action="store_true", help="only stage the signed vendor drops and the policy")

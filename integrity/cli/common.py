@@ -32,3 +32,25 @@ def write_record(path: str, text: str) -> None:
 
 #: How a command group registers a command: ``add(name, handler, help)`` returns its parser.
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+# -- shared option groups (as sigstore-python shares its verify options) ------------------------------------
+
+HOME_HELP = "Cairn home (default $CAIRN_HOME, the project file, else ./.cairn)"
+STORE_HELP = "artifact store: a path or s3://bucket/prefix (default $CAIRN_STORE, the project file, else HOME/store)"
+CATALOG_HELP = "catalog YAML (default $CAIRN_CATALOG, the project file, else the packaged demo catalog)"
+
+
+def add_location_options(parser: argparse.ArgumentParser, *, home: bool = True, store: bool = True,
+                         catalog: bool = False, store_help: str = STORE_HELP) -> None:
+    """``--home``, ``--store`` and ``--catalog``, worded the same on every command (settings.py resolves them)."""
+    if catalog:
+        parser.add_argument("--catalog", help=CATALOG_HELP)
+    if home:
+        parser.add_argument("--home", help=HOME_HELP)
+    if store:
+        parser.add_argument("--store", help=store_help)
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")

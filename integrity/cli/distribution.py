@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from integrity.cli.common import AddCommand, emit
+from integrity.cli.common import AddCommand, add_location_options, emit
 from integrity.errors import EXIT_OK, UsageError
 
 
@@ -169,8 +169,7 @@ def add_distribution_commands(add: AddCommand) -> None:
     """Register the distribution subcommands on ``cairn``'s parser."""
 
     def common(p: argparse.ArgumentParser, *, policy: bool = True) -> None:
-        p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
-        p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+        add_location_options(p)
         if policy:
             p.add_argument("--release-policy", help="release policy YAML (default HOME/release-policy.yaml)")
             p.add_argument("--key", help="instead of a policy: the release identity's pinned public key (PEM)")

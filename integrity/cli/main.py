@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from integrity.cli.common import add_json_option
 from integrity.errors import EXIT_REJECTED, EXIT_USAGE, CairnError
 
 # -- hash ---------------------------------------------------------------------------------------------
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        add_json_option(p)
         return p
 
     from integrity.cli import pipeline, trust

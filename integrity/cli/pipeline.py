@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity import safeio
-from integrity.cli.common import AddCommand, emit
+from integrity.cli.common import AddCommand, add_json_option, add_location_options, emit
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 
 
@@ -245,17 +245,15 @@ def register_intake(add: AddCommand) -> None:
     p = add("ingest", cmd_ingest, "run ingestion steps for catalog sources without Dagster (exit 1 if any rejected)")
     p.add_argument("step", choices=["fetch", "verify", "validate", "attest", "run", "reverify"])
     p.add_argument("--source", action="append", help="catalog source (repeatable; default: all)")
-    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
-    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
-    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+    add_location_options(p, catalog=True)
 
     p = add("store", lambda a: EXIT_USAGE, "check the artifact store")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     c = store_sub.add_parser("verify", help="re-hash every object; report and set aside what fails")
     c.set_defaults(handler=cmd_store_verify)
-    c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+    add_location_options(c, home=False)
     c.add_argument("--no-quarantine", action="store_true", help="report only; leave corrupted objects in place")
-    c.add_argument("--json", action="store_true")
+    add_json_option(c)
 
     p = add("ledger", lambda a: EXIT_USAGE, "check the tamper-evident transparency ledger")
     led_sub = p.add_subparsers(dest="ledger_command", required=True)
@@ -263,9 +261,9 @@ def register_intake(add: AddCommand) -> None:
                             ("prove", "print an inclusion proof for one entry")):
         c = led_sub.add_parser(name, help=help_text)
         c.set_defaults(handler=cmd_ledger)
-        c.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or ./.cairn/store)")
+        add_location_options(c, home=False)
         c.add_argument("--public-key", required=True, help="the ledger's pinned public key (PEM)")
-        c.add_argument("--json", action="store_true")
+        add_json_option(c)
         if name == "prove":
             c.add_argument("index", type=int)
         else:
@@ -289,16 +287,14 @@ def register_release(add: AddCommand) -> None:
     p.add_argument("--model", help="with --revoked and --key: the model the key signs")
     p.add_argument("--policy", help="release policy YAML (default $CAIRN_RELEASE_POLICY or HOME/release-policy.yaml)")
     p.add_argument("--key", help="pinned release public key instead of a policy")
-    p.add_argument("--store", help="artifact store with signed revocations (default $CAIRN_STORE or HOME/store)")
-    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
+    add_location_options(p, store_help="artifact store with the signed revocations (default: the store the release "
+                                       "was pulled from, else $CAIRN_STORE, the project file, HOME/store)")
     p.add_argument("--trusted-root", help="Sigstore trusted root for keyless releases")
     p.add_argument("--html", help="also write a self-contained HTML report here")
 
     p = add("release", cmd_release, "fine-tune from attested inputs, gate, and write the signed release (no Dagster)")
     p.add_argument("--spec", help="release spec YAML (default $CAIRN_RELEASE_SPEC, else the packaged demo spec)")
-    p.add_argument("--catalog", help="catalog YAML (default: the demo catalog)")
-    p.add_argument("--home", help="Cairn home (default $CAIRN_HOME or ./.cairn)")
-    p.add_argument("--store", help="artifact store path or s3:// URL (default $CAIRN_STORE or HOME/store)")
+    add_location_options(p, catalog=True)
 
     p = add("catalog", lambda a: EXIT_USAGE, "inspect source catalogs")
     cat_sub = p.add_subparsers(dest="catalog_command", required=True)
@@ -306,7 +302,7 @@ def register_release(add: AddCommand) -> None:
     c.set_defaults(handler=cmd_catalog_check)
     c.add_argument("catalog")
     c.add_argument("--home", help="Cairn home that relative URIs resolve against")
-    c.add_argument("--json", action="store_true")
+    add_json_option(c)
 
     p = add("bench", lambda a: EXIT_USAGE, "benchmarks (from a repository checkout)")
     bench_sub = p.add_subparsers(dest="bench_command", required=True)
@@ -327,4 +323,4 @@ def register_release(add: AddCommand) -> None:
                    help="model-level benchmark instead: train N clean and N backdoored backbones and scan them")
     c.add_argument("--model-regions", action="store_true",
                    help="with --models: also scan each backbone's trunk as a headless encoder (the pipeline's mode)")
-    c.add_argument("--json", action="store_true")
+    add_json_option(c)

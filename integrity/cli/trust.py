@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from integrity.cli.common import AddCommand, emit, hashing_config, write_record
+from integrity.cli.common import AddCommand, add_json_option, emit, hashing_config, write_record
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 
 
@@ -213,15 +213,15 @@ def register(add: AddCommand) -> None:
     g.set_defaults(handler=cmd_key_generate)
     g.add_argument("--out", required=True, help="path prefix: writes PREFIX.key and PREFIX.pub")
     g.add_argument("--force", action="store_true")
-    g.add_argument("--json", action="store_true")
+    add_json_option(g)
     f = key_sub.add_parser("fingerprint", help="print a public key's fingerprint")
     f.set_defaults(handler=cmd_key_fingerprint)
     f.add_argument("public_key")
-    f.add_argument("--json", action="store_true")
+    add_json_option(f)
 
     p = add("policy", lambda a: EXIT_USAGE, "inspect trust policies")
     pol_sub = p.add_subparsers(dest="policy_command", required=True)
     c = pol_sub.add_parser("check", help="validate a policy file and print its digest")
     c.set_defaults(handler=cmd_policy_check)
     c.add_argument("policy")
-    c.add_argument("--json", action="store_true")
+    add_json_option(c)

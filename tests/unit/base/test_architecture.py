@@ -198,3 +198,21 @@ assert codes == [0, 0, 0], codes
 """)
     heavy = {m.split(".")[0] for m in loaded} & {"torch", "dagster", "great_expectations", "pandas", "sklearn"}
     assert heavy == set(), heavy
+
+
+def test_nothing_writes_the_process_environment() -> None:
+    """Configuration is passed down, never smuggled through ``os.environ`` (pipelines once overwrote CAIRN_HOME)."""
+    offenders = []
+    for path in [*REPO.glob("integrity/**/*.py"), *REPO.glob("pipelines/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            target = None
+            if isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+                targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+                target = next((t for t in targets if isinstance(t, ast.Subscript)
+                               and ast.unparse(t.value) == "os.environ"), None)
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.putenv", "os.environ.update",
+                                                                            "os.environ.pop"):
+                target = node
+            if target is not None:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
