@@ -5,7 +5,7 @@ Nothing outside this package touches boto3/botocore or asks which backend it has
 :mod:`integrity.trust`.
 """
 
-from integrity.storage.backends import DEFAULT_STORE_PATH, open_store
+from integrity.storage.backends import open_store
 from integrity.storage.base import (
     AREAS,
     CHUNK,
@@ -45,7 +45,6 @@ __all__ = [
     "DEFAULT_MULTIPART_CHUNKSIZE",
     "DEFAULT_MULTIPART_THRESHOLD",
     "DEFAULT_S3_TIMEOUT",
-    "DEFAULT_STORE_PATH",
     "QUARANTINE_SCHEMA",
     "S3_ATTEMPTS",
     "S3_MAX_PARTS",

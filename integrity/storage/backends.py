@@ -14,9 +14,6 @@ from integrity.errors import UsageError
 from integrity.storage.base import Backend
 from integrity.storage.store import ArtifactStore
 
-#: Where ``open_store(None)`` puts the store unless configured otherwise (relative to the working directory).
-DEFAULT_STORE_PATH = Path(".cairn") / "store"
-
 #: A backend factory: the parsed URL and the options ``open_store`` was given.
 BackendFactory = Callable[[ParseResult, dict[str, Any]], Backend]
 _BACKENDS: dict[str, BackendFactory] = {}
