@@ -245,11 +245,21 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
         license=_text(path, where, entry, "license"),
         origin=_text(path, where, entry, "origin"),
         suite=suite,
-        scan_profile=_text(path, where, entry, "scan_profile", required=False) or "default",
+        scan_profile=_scan_profile(path, where, entry),
         phi=str(phi),
         baseline=baseline,
         description=_text(path, where, entry, "description", required=False),
     )
+
+
+def _scan_profile(path: Path | None, where: str, entry: Mapping[str, Any]) -> str:
+    """A registered ``scan_profile``: a typo would silently drop a screen, so it is refused."""
+    from integrity.intake.scans import known_profiles
+
+    profile = _text(path, where, entry, "scan_profile", required=False) or "default"
+    if profile not in known_profiles():
+        raise _fail(path, f"{where}: scan_profile {profile!r} is not registered (known: {', '.join(known_profiles())})")
+    return profile
 
 
 def _parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None = None, strict: bool = True) -> Catalog:

@@ -9,8 +9,10 @@ Adding a scan is one function (in :mod:`integrity.intake.screening` or a module 
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from integrity.intake.catalog import Source
+if TYPE_CHECKING:
+    from integrity.intake.catalog import Source
 
 
 @dataclass(frozen=True)
@@ -21,12 +23,29 @@ class ScanRule:
     formats: tuple[str, ...] = ()  # empty: any format
     description: str = ""
 
-    def applies_to(self, source: Source) -> bool:
+    def applies_to(self, source: "Source") -> bool:
         return (source.kind == self.kind and source.scan_profile in self.profiles
                 and (not self.formats or source.format in self.formats))
 
 
 _SCANS: dict[str, ScanRule] = {}
+#: Profiles that no scan covers yet, with what that means (a catalog may name them; the screen is absent).
+_UNSCREENED: dict[str, str] = {}
+
+
+def register_profile(name: str, description: str) -> None:
+    """A ``scan_profile`` a catalog may name that no registered scan covers (yet)."""
+    _UNSCREENED[name] = description
+
+
+def known_profiles() -> list[str]:
+    """Every ``scan_profile`` a catalog may name: those of the registered scans and the unscreened ones."""
+    return sorted({p for rule in _SCANS.values() for p in rule.profiles} | set(_UNSCREENED))
+
+
+def mandatory_scan(source: "Source") -> ScanRule | None:
+    """The scan a source must pass before anything trains on it (None: no registered scan applies)."""
+    return next((rule for rule in _SCANS.values() if rule.applies_to(source)), None)
 
 
 def register_scan(rule: ScanRule) -> None:
@@ -42,7 +61,7 @@ def scan_stages() -> dict[str, str]:
     return {stage: rule.kind for stage, rule in _SCANS.items()}
 
 
-def screened_sources(sources: Iterable[Source]) -> tuple[list[Source], Source | None]:
+def screened_sources(sources: Iterable["Source"]) -> tuple[list["Source"], "Source | None"]:
     """The datasets to screen and the foundation model whose features they are screened with."""
     listed = list(sources)
     model_rule, dataset_rule = _SCANS["backdoor_scanned"], _SCANS["screened"]
@@ -54,3 +73,7 @@ register_scan(ScanRule("screened", "dataset", ("images",), ("npy",),
                        "poisoning screen: per-sample outlier scores in the foundation model's feature space"))
 register_scan(ScanRule("backdoor_scanned", "model", ("image-classifier",), (),
                        "backdoor scan: reverse-engineered minimal trigger and an outlier test"))
+register_profile("default", "no poisoning scan applies")
+register_profile("tabular", "tabular data: no poisoning screen is registered yet")
+register_profile("imaging", "medical images (DICOM): no poisoning screen is registered yet")
+register_profile("text", "text corpora: no poisoning screen is registered yet")

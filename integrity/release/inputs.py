@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from integrity import safeio
 from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, VerificationError
-from integrity.intake.scans import scan_stages
+from integrity.intake.scans import mandatory_scan, scan_stages
 from integrity.ledger.transparency import LoggedRecords, UnloggedRecordError
 from integrity.release.revocation import RevocationList
 from integrity.release.spec import InputRef, ReleaseSpec
@@ -138,6 +138,16 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         raise UnattestedInputError(f"{ref.stage!r} is a stage of a {SCAN_STAGES[ref.stage]}, and {source.name!r} "
                                    f"is a {source.kind}", artifact=ref.ref)
     name = source.name
+    mandatory = mandatory_scan(source)
+    if ref.stage == "attested" and mandatory is not None:
+        raise UnattestedInputError(
+            f"{name!r} is a {source.kind} that must pass its {mandatory.description.split(':')[0]} before anything "
+            f"trains on it; the attested copy has not been screened: name it {name}/{mandatory.stage} in the "
+            "release spec", artifact=ref.ref)
+    if ref.stage in SCAN_STAGES and (mandatory is None or mandatory.stage != ref.stage):
+        raise UnattestedInputError(f"no {ref.stage!r} scan applies to {name!r} (kind {source.kind}, scan_profile "
+                                   f"{source.scan_profile!r}, format {source.format}); name it {name}",
+                                   artifact=ref.ref)
     if logged is None:
         try:
             logged = LoggedRecords.for_store(ingestion.store, ingestion.home)

@@ -1,0 +1,67 @@
+"""Training is refused on any input whose mandatory gate did not pass: one test per bypass route.
+
+Before: a spec that named ``SOURCE`` (or ``SOURCE/attested``) instead of ``SOURCE/screened`` trained on
+the attested copy the poisoning screen never filtered (the backdoored drop's samples included), and a
+model named without ``/backdoor_scanned`` skipped its backdoor scan. Works on a copy of the shared demo
+home, so the records and bytes are the ones the real pipeline wrote.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from integrity.intake.catalog import CatalogError, load_catalog, parse_catalog
+from integrity.intake.ingest import Ingestion
+from integrity.release.inputs import UnattestedInputError, resolve_inputs
+from integrity.release.spec import load_release_spec
+from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
+
+CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
+    result = shared_release_demo(tmp_path_factory)
+    assert result.returncode == 0, result.output[-4000:]
+    return result
+
+
+@pytest.fixture
+def home(demo: ReleaseDemo, tmp_path: Path) -> Path:
+    return private_home(demo, tmp_path / "home")
+
+
+def _resolve(home: Path, demo: ReleaseDemo, tmp_path: Path, old: str, new: str) -> None:
+    spec = tmp_path / "spec.yaml"
+    text = demo.spec.read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new))
+    ingestion = Ingestion.open(load_catalog(CATALOG, root=home, strict=False), home=home, store=str(home / "store"))
+    resolve_inputs(ingestion, load_release_spec(spec))
+
+
+def test_the_demo_spec_resolves(home: Path, demo: ReleaseDemo, tmp_path: Path) -> None:
+    _resolve(home, demo, tmp_path, "digits/screened", "digits/screened")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("digits/screened", "digits", "must pass its poisoning screen before anything trains on it"),
+    ("digits/screened", "digits/attested", "name it digits/screened"),
+    ("efficientnet-lite0/backdoor_scanned", "efficientnet-lite0", "name it efficientnet-lite0/backdoor_scanned"),
+    ("efficientnet-lite0/backdoor_scanned", "efficientnet-lite0/attested", "must pass its backdoor scan"),
+    ("digits/screened", "breast-cancer/screened", "no 'screened' scan applies to 'breast-cancer'"),
+    ("digits/screened", "digits-vendor-b/screened", "the poisoning screen did not pass"),
+    ("digits/screened", "digits-vendor-b", "must pass its poisoning screen"),
+])
+def test_each_bypass_route_is_refused(home: Path, demo: ReleaseDemo, tmp_path: Path, old: str, new: str,
+                                      message: str) -> None:
+    with pytest.raises(UnattestedInputError) as caught:
+        _resolve(home, demo, tmp_path, old, new)
+    assert message in caught.value.reason, caught.value.reason
+    assert caught.value.exit_code == 1
+
+
+def test_a_mistyped_scan_profile_is_a_catalog_error_not_a_silently_dropped_screen() -> None:
+    text = CATALOG.read_bytes().replace(b"scan_profile: images", b"scan_profile: imagse", 1)
+    with pytest.raises(CatalogError, match="scan_profile 'imagse' is not registered"):
+        parse_catalog(text)
