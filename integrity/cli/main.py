@@ -34,7 +34,10 @@ from integrity.errors import EXIT_REJECTED, EXIT_USAGE, CairnError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from integrity import __version__
+
     parser = argparse.ArgumentParser(prog="cairn", description="ML supply-chain integrity.")
+    parser.add_argument("--version", action="version", version=f"cairn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:

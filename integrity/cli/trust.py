@@ -140,6 +140,8 @@ def cmd_key_generate(args: argparse.Namespace) -> int:
     private, public = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
     if (private.exists() or public.exists()) and not args.force:
         raise UsageError(f"{private} or {public} exists; pass --force to replace it")
+    private.parent.mkdir(parents=True, exist_ok=True)
+    public.parent.mkdir(parents=True, exist_ok=True)
     fingerprint = generate_key_pair(private, public)
     emit(args, {"private_key": str(private), "public_key": str(public), "fingerprint": fingerprint},
           f"wrote {private} and {public}\nfingerprint {fingerprint}")

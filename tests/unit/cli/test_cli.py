@@ -168,3 +168,13 @@ def test_unreadable_file_is_an_input_error(signed) -> None:
         target.chmod(0o600)
         target.unlink()
         folder.rmdir()
+
+
+def test_version_and_key_generate_into_a_new_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from integrity import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0 and f"cairn {__version__}" in capsys.readouterr().out
+    assert cli.main(["key", "generate", "--out", str(tmp_path / "new" / "folder" / "k")]) == 0
+    assert (tmp_path / "new" / "folder" / "k.key").is_file() and (tmp_path / "new" / "folder" / "k.pub").is_file()
