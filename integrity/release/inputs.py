@@ -58,6 +58,8 @@ class AttestedInput:
     catalog: Mapping[str, Any]
     asset_key: tuple[str, ...]
     conversions: tuple[Mapping[str, Any], ...] = ()
+    #: Why no scan stands between this input and training, when none does (recorded in release.json).
+    scan_decision: Mapping[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -82,6 +84,8 @@ class AttestedInput:
                 data["conversion_records"] = [c.get("record") for c in self.conversions]
         if self.records.get("scans"):
             data["scan_records"] = list(self.records["scans"])
+        if self.scan_decision:
+            data["scan_decision"] = dict(self.scan_decision)
         return data
 
 
@@ -148,6 +152,7 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         raise UnattestedInputError(f"no {ref.stage!r} scan applies to {name!r} (kind {source.kind}, scan_profile "
                                    f"{source.scan_profile!r}, format {source.format}); name it {name}",
                                    artifact=ref.ref)
+    decision = _unscanned_decision(ingestion, source, ref) if mandatory is None else None
     if logged is None:
         try:
             logged = LoggedRecords.for_store(ingestion.store, ingestion.home)
@@ -203,7 +208,7 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
                  "ingestion": summary.get("record"), "conversions": [c.get("record") for c in conversions]},
         policy=dict(vpred.get("policy") or {}), signer=dict(vpred.get("signer") or {}),
         license=source.license, origin=source.origin, catalog=dict(ipred.get("catalog") or {}),
-        asset_key=(source.key, "attested"), conversions=conversions,
+        asset_key=(source.key, "attested"), conversions=conversions, scan_decision=decision,
     )
     if ref.stage == "screened":
         attested = _screened(ingestion, attested, logged)
@@ -212,6 +217,27 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
     if revocations is not None:
         check_not_revoked(attested, revocations)
     return attested
+
+
+def _unscanned_decision(ingestion: "Ingestion", source: Any, ref: InputRef) -> dict[str, Any]:
+    """No registered scan applies: a model needs the trust policy's explicit allowance; both are recorded."""
+    profile = source.scan_profile
+    if source.kind != "model":
+        return {"scan": None, "reason": f"no poisoning screen is registered for datasets of scan_profile "
+                                        f"{profile!r} (format {source.format}); trained on unscreened"}
+    try:
+        entry = ingestion.policy.source(source.policy_source)
+    except CairnError as exc:
+        raise UnattestedInputError(f"the trust policy cannot be read for {source.name!r}: {exc.reason}",
+                                   artifact=ref.ref) from exc
+    if not entry.allow_unscanned:
+        raise UnattestedInputError(
+            f"no backdoor scan applies to model {source.name!r} (scan_profile {profile!r}), and the trust policy "
+            f"does not allow training on it unscanned: a reviewed policy change may set allow_unscanned: true "
+            f"under sources.{source.policy_source}, or give the model a scanned scan_profile", artifact=ref.ref)
+    return {"scan": None, "reason": f"no backdoor scan applies to scan_profile {profile!r}; the trust policy "
+                                    f"(sha256:{ingestion.policy.digest.removeprefix('sha256:')}) allows it",
+            "allowed_by": f"sources.{source.policy_source}.allow_unscanned"}
 
 
 #: Stages after attestation that a training input may name, and the kind of source each applies to.

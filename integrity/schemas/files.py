@@ -81,6 +81,7 @@ class CertificateSigner(Strict):
 class PolicySource(Strict):
     signers: list[KeySigner | SigstoreSigner | CertificateSigner] = []
     digests: list[Digest] = []
+    allow_unscanned: bool | None = Field(None, description="a model no backdoor scan applies to may be trained on")
     license: str | None = None
     origin: str | None = None
     description: str | None = None

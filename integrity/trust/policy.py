@@ -234,6 +234,8 @@ class SourcePolicy:
     digests: tuple[str, ...] = ()
     license: str | None = None
     origin: str | None = None
+    #: A reviewed decision: this model may be trained on although no backdoor scan applies to it.
+    allow_unscanned: bool = False
 
     def rules_for(self, method: Method) -> list[SignerRule]:
         return [rule for rule in self.signers.rules if rule.method == method]
@@ -264,7 +266,7 @@ class TrustPolicy:
 # -- loading --------------------------------------------------------------------------------
 
 _TOP_FIELDS = {"version", "sources", "description"}
-_SOURCE_FIELDS = {"signers", "digests", "license", "origin", "description"}
+_SOURCE_FIELDS = {"signers", "digests", "license", "origin", "description", "allow_unscanned"}
 _SIGNER_KINDS = {"sigstore", "key", "certificate"}
 _SIGSTORE_FIELDS = {"identity", "issuer", "trusted_root"}
 _KEY_FIELDS = {"fingerprint", "public_key"}
@@ -382,12 +384,16 @@ def _parse_policy(text: bytes, *, path: Path | None = None) -> TrustPolicy:
             if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart.lower()):
                 raise PolicyError(f"{where}.digests: {text_value!r} is not a sha256 digest", artifact=path)
             digests.append(hexpart.lower())
+        allow_unscanned = entry.get("allow_unscanned", False)
+        if not isinstance(allow_unscanned, bool):
+            raise PolicyError(f"{where}.allow_unscanned must be true or false", artifact=path)
         sources[str(name)] = SourcePolicy(
             str(name),
             AnyOf(rules),
             tuple(digests),
             entry.get("license"),
             entry.get("origin"),
+            allow_unscanned,
         )
     return TrustPolicy(version, sources, path, digest)
 
