@@ -157,6 +157,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             raise UsageError(f"no revocation signing key at {key}; pass --signing-key (the release identity)")
         signer = KeySigner.from_file(key)
     store = _store(args)
+    from integrity.distribution.incidents import find_subject
+
+    known, consumed = find_subject(store, kind, subject)
+    affected = [c.reference for c in consumed]
+    if args.dry_run:
+        emit(args, {"dry_run": True, "kind": kind, "subject": subject, "known": known, "affected": affected},
+             f"would revoke {kind} {subject} ({'known' if known else 'NOT FOUND'} in {store.url}); "
+             f"published releases affected: {', '.join(affected) or 'none'} (nothing was signed or written)")
+        return EXIT_OK
+    if not known and not args.force:
+        raise UsageError(f"{kind} {subject!r} is not known to {store.url}: no publication, release input or "
+                         "verification record names it (a typo?); nothing was revoked",
+                         advice="Check the name, or pass --force to revoke it anyway.")
     revocation, entry = revoke_and_log(store, signer, kind, subject, args.reason,
                                        ledger=open_ledger(store, home=_home(args)))
     emit(args, {**revocation.as_dict(), "ledger_index": entry},
@@ -212,4 +225,6 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--signing-key", help="revocation authority's private key (default HOME/keys/release.key)")
     p.add_argument("--keyless", action="store_true", help="sign keyless with Sigstore instead")
     p.add_argument("--identity-token", help="OIDC token for --keyless")
+    p.add_argument("--dry-run", action="store_true", help="say what would be revoked and which releases it affects")
+    p.add_argument("--force", action="store_true", help="revoke a release, source or signer the store does not know")
     common(p, policy=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity import safeio
-from integrity.distribution.publication import Publication, list_publications
+from integrity.distribution.publication import Publication, list_publications, publication_key
 from integrity.distribution.sources import StoreSource, _fetch_small
 from integrity.errors import (
     CairnError,
@@ -105,3 +105,29 @@ def releases_consuming(
         if matches:
             found.append(ConsumingRelease(index.model, index.version, index.sequence, tuple(dict.fromkeys(matches))))
     return found
+
+
+def find_subject(store: ArtifactStore, kind: str, subject: str) -> tuple[bool, list[ConsumingRelease]]:
+    """(whether the store knows ``subject``, the published releases that consumed it) before revoking it.
+
+    A release is known when it is published; a source or signer when a published release used it
+    or a verification record in the store names it. Policy versions and artifact digests are always
+    accepted (a digest may be revoked before anything used it).
+    """
+    consumed = releases_consuming(store, kind, subject)
+    if kind == "release":
+        model, _, version = subject.partition("@")
+        return bool(version) and store.has_key(publication_key(model, version)), consumed
+    if kind not in ("source", "signer") or consumed:
+        return True, consumed
+    for name in store.list_records("verifications"):
+        key = f"records/verifications/{name}.json"
+        try:
+            predicate = (safeio.loads(store.read_key(key)) or {}).get("predicate") or {}
+        except (CairnError, ValueError, AttributeError):
+            continue
+        if kind == "source" and predicate.get("source") == subject:
+            return True, consumed
+        if kind == "signer" and subject in _record_signers(store, key)[0]:
+            return True, consumed
+    return False, consumed
