@@ -124,11 +124,26 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
 
 def cmd_catalog_check(args: argparse.Namespace) -> int:
     from integrity.intake.catalog import load_catalog
+    from integrity.scans.datasets import load_suite
+    from integrity.trust.policy import load_policy
 
     catalog = load_catalog(args.catalog, root=Path(args.home).resolve() if args.home else None)
-    data = {**catalog.describe(), "policy": str(catalog.policy_path),
+    # Configuration mistakes are found here, before any vendor's artifact is judged by them.
+    policy_checked = catalog.policy_path.is_file()
+    if policy_checked:
+        policy = load_policy(catalog.policy_path)
+        missing = sorted({s.policy_source for s in catalog} - set(policy.sources))
+        if missing:
+            raise UsageError(f"the trust policy has no entry for {', '.join(missing)} (every source needs one)",
+                             artifact=catalog.policy_path)
+    for source in catalog:
+        if source.suite is not None:
+            load_suite(source.suite)
+    data = {**catalog.describe(), "policy": str(catalog.policy_path), "policy_checked": policy_checked,
             "sources": {s.name: s.as_dict() for s in catalog}}
-    lines = [f"catalog {catalog.path}: version {catalog.version}, {catalog.digest}, policy {catalog.policy_path}"]
+    state = "checked" if policy_checked else "NOT FOUND, not checked"
+    lines = [f"catalog {catalog.path}: version {catalog.version}, {catalog.digest}, policy {catalog.policy_path} "
+             f"({state})"]
     lines += [f"  {s.name}: {s.kind} {s.format} from {catalog.resolve(s.uri)}" for s in catalog]
     emit(args, data, "\n".join(lines))
     return EXIT_OK

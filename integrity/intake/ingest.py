@@ -59,7 +59,11 @@ class Ingestion:
 
     @property
     def policy(self) -> TrustPolicy:
-        """The trust policy, read when first needed (so a broken policy fails verification, not loading)."""
+        """The trust policy, read when first needed.
+
+        A broken policy is the operator's configuration mistake: it raises (exit 2, a failed step), and is
+        never recorded as a vendor's rejection.
+        """
         if self._policy is None:
             self._policy = load_policy(self.catalog.policy_path)
         return self._policy
@@ -202,8 +206,9 @@ class Ingestion:
 
         fetch_id = self._require(source, "verify").fetch_id
         artifact, bundle = self.fetched_artifact(source), self.fetched_bundle(source)
+        policy = self.policy  # outside the try: a policy that cannot be read is a usage error, not a rejection
         try:
-            result = verify_source(artifact, self.policy, source.policy_source, bundle=bundle)
+            result = verify_source(artifact, policy, source.policy_source, bundle=bundle)
         except CairnError as error:
             outcome = self._reject(source, "verify", fetch_id, artifact, error)
             record = record_for_failure(artifact, error, source=source.policy_source,
