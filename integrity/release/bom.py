@@ -113,7 +113,7 @@ def build_bom(context: ReleaseContext) -> dict[str, Any]:
             "modelParameters": {
                 "approach": {"type": "supervised"},
                 "task": "classification",
-                "architectureFamily": "efficientnet",
+                "architectureFamily": spec.architecture.split("-")[0],
                 "modelArchitecture": spec.architecture,
                 "datasets": [{"ref": f"training-data:{d.name}"} for d in context.inputs
                              if d.ref.role == "training-data"],
@@ -127,8 +127,10 @@ def build_bom(context: ReleaseContext) -> dict[str, Any]:
                 *({"type": "attack success rate", "value": f"{v:.4f}", "slice": f"trigger {k}"}
                   for k, v in gate.attack_success.items()),
             ]},
-            "considerations": {"technicalLimitations": [
-                "Fine-tuned on 8x8 greyscale digits upsampled to the model input; not validated for other images."]},
+            "considerations": {
+                **({"useCases": [spec.card.intended_use]} if spec.card.intended_use else {}),
+                "technicalLimitations": list(spec.card.limitations) or [
+                    "The release spec states no limitations (card.limitations)."]},
         },
     }
     if model["description"] is None:

@@ -30,7 +30,7 @@ SPEC_VERSIONS = (1,)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _INPUT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z][a-z0-9_-]{0,30})?$")
 _TOP_FIELDS = {"version", "model", "release", "description", "license", "base_model", "datasets", "training",
-               "gate", "architecture"}
+               "gate", "architecture", "card"}
 
 
 class ReleaseSpecError(UsageError):
@@ -104,6 +104,31 @@ class GatePolicy:
 
 
 @dataclass(frozen=True)
+class ModelCard:
+    """What the model card (the ML-BOM's ``modelCard``) says about use: from the spec, never from the code."""
+
+    intended_use: str = ""
+    limitations: tuple[str, ...] = ()
+
+
+def _card(value: Any, path: Path | None) -> ModelCard:
+    if value is None:
+        return ModelCard()
+    if not isinstance(value, dict):
+        raise ReleaseSpecError("card must be a mapping (intended_use, limitations)", artifact=path)
+    unknown = sorted(str(k) for k in set(value) - {"intended_use", "limitations"})
+    if unknown:
+        raise ReleaseSpecError(f"card: unknown field(s) {', '.join(unknown)} (allowed: intended_use, limitations)",
+                               artifact=path)
+    intended = value.get("intended_use", "")
+    limitations = value.get("limitations", [])
+    if not isinstance(intended, str) or not isinstance(limitations, list) or not all(
+            isinstance(item, str) and item.strip() for item in limitations):
+        raise ReleaseSpecError("card: intended_use is text and limitations a list of non-empty texts", artifact=path)
+    return ModelCard(intended.strip(), tuple(item.strip() for item in limitations))
+
+
+@dataclass(frozen=True)
 class ReleaseSpec:
     model: str
     release: str
@@ -114,6 +139,7 @@ class ReleaseSpec:
     license: str = "NOASSERTION"
     architecture: str = "efficientnet-lite0"
     description: str = ""
+    card: ModelCard = field(default_factory=ModelCard)
     path: Path | None = None
     digest: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -257,6 +283,7 @@ def _parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec
         license=str(data.get("license") or "NOASSERTION"),
         architecture=str(data.get("architecture") or "efficientnet-lite0"),
         description=str(data.get("description") or ""),
+        card=_card(data.get("card"), path),
         path=path,
         digest=digest,
         raw=data,

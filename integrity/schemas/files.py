@@ -129,6 +129,11 @@ class GateSection(Strict):
     triggers: list[str] | None = None
 
 
+class CardSection(Strict):
+    intended_use: str | None = None
+    limitations: list[Annotated[str, Field(min_length=1)]] | None = None
+
+
 class ReleaseSpecFile(Strict):
     """What to fine-tune from which attested inputs, and the release gate it must pass."""
 
@@ -140,6 +145,7 @@ class ReleaseSpecFile(Strict):
     training: TrainingSection | None = None
     gate: GateSection | None = None
     architecture: str | None = None
+    card: CardSection | None = None
     license: str | None = None
     description: str | None = None
 

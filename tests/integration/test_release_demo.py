@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from integrity.cli import main as cairn_main
 from tests.support.release_demo import MODEL, ReleaseDemo, shared_release_demo
@@ -71,6 +72,11 @@ def test_provenance_lists_every_input_digest(demo: ReleaseDemo) -> None:
 
     bom = json.loads((demo.release / "bom.cdx.json").read_text())
     validate_bom(bom)
+    # The model card says what the release spec says (intended use, limitations), nothing from the code.
+    considerations = bom["metadata"]["component"]["modelCard"]["considerations"]
+    spec = yaml.safe_load(demo.spec.read_text())
+    assert considerations["useCases"] == [spec["card"]["intended_use"]]
+    assert considerations["technicalLimitations"] == spec["card"]["limitations"]
     hashes = {h["content"] for c in bom["components"] for h in c["hashes"]}
     assert {i["digest"].removeprefix("sha256:") for i in index["inputs"]} <= hashes
     # Completeness fails the build: a component without a license or a hash is refused.
