@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from integrity import __version__, safeio
+from integrity import safeio
 from integrity.errors import CairnError, StoreError, UsageError
 from integrity.intake.attest import attest
 from integrity.intake.catalog import Catalog, Source
@@ -37,7 +37,7 @@ from integrity.storage import ArtifactStore, open_store
 from integrity.trust.hashing import HashingConfig, hash_artifact, manifest_root, sha256_file
 from integrity.trust.policy import TrustPolicy, load_policy
 from integrity.trust.signing import atomic_write
-from integrity.trust.statements import statement, subject
+from integrity.trust.statements import stamped
 
 VALIDATION_PREDICATE_TYPE = "https://cairn.dev/attestations/validation/v1"
 INGESTION_PREDICATE_TYPE = "https://cairn.dev/attestations/ingestion/v1"
@@ -240,7 +240,7 @@ class Ingestion:
                 report = model_report(self, source, artifact)
         except CairnError as error:
             return self._reject(source, "validate", fetch_id, artifact, error)
-        record = _statement(artifact.name, digest, VALIDATION_PREDICATE_TYPE,
+        record = stamped(artifact.name, digest, VALIDATION_PREDICATE_TYPE,
                             {"source": source.name, "kind": source.kind, "result": report, "fetchId": fetch_id})
         key = self.log_key(self.store.put_record("validations", _record_name(source, "validate"), record))
         if not report["passed"]:
@@ -286,7 +286,7 @@ class Ingestion:
             usable_digest = pinned_digest or manifest_root(pinned_files or {})
         target = self.attested_dir(source)
         _replace_with(target, artifact.name, lambda dest: self.store.materialize(usable_store, dest))
-        ingestion = _statement(artifact.name, result.digest, INGESTION_PREDICATE_TYPE, {
+        ingestion = stamped(artifact.name, result.digest, INGESTION_PREDICATE_TYPE, {
             "source": source.as_dict(),
             "catalog": self.catalog.describe(),
             "fetch": state["fetch"].as_dict(),
@@ -417,11 +417,6 @@ def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
     brief["failed"] = [o for o in outcomes if not o.get("passed", False)][:20]
     brief["checks"] = len(outcomes)
     return brief
-
-
-def _statement(name: str, digest: str | None, predicate_type: str, predicate: dict[str, Any]) -> dict[str, Any]:
-    stamped = {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn", "version": __version__}}
-    return statement([subject(name, digest)], predicate_type, stamped)
 
 
 def _split_record(key: str) -> tuple[str, str]:

@@ -31,20 +31,20 @@ import textwrap
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from integrity import __version__, safeio
+from integrity import safeio
 from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError
 from integrity.ledger.transparency import log_record
 from integrity.scans.poisoning.policy import ModelScanPolicy, ScanPolicy
 from integrity.storage import ArtifactStore
+from integrity.storage.base import record_name
 from integrity.trust.hashing import hash_artifact
 from integrity.trust.signing import atomic_write
-from integrity.trust.statements import statement, subject
+from integrity.trust.statements import stamped
 
 SCREENING_PREDICATE_TYPE = "https://cairn.dev/attestations/screening/v1"
 MODEL_SCAN_PREDICATE_TYPE = "https://cairn.dev/attestations/model-scan/v1"
@@ -64,15 +64,6 @@ class ScreeningOutcome:
     plots: list[str] = field(default_factory=list)
     output: str | None = None
     output_digest: str | None = None
-
-
-def _statement(name: str, digest: str | None, predicate_type: str, predicate: dict[str, Any]) -> dict[str, Any]:
-    stamped = {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn", "version": __version__}}
-    return statement([subject(name, digest)], predicate_type, stamped)
-
-
-def _record_name(name: str, step: str) -> str:
-    return f"{name}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
 
 
 def read_attested_dataset(home: Path, source_key: str) -> tuple[Path, str, dict[str, bytes]]:
@@ -282,7 +273,7 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
     else:
         store_digest = None
     summary = result.summary()
-    record = _statement(source.name, input_digest, SCREENING_PREDICATE_TYPE, {
+    record = stamped(source.name, input_digest, SCREENING_PREDICATE_TYPE, {
         "dataset": dataset_key, "model": model_key, "modelDigest": _attested_digest(home, model_key) if model_key
         else None, "passed": result.verdict.passed, "reason": result.verdict.reason,
         "summary": {k: v for k, v in summary.items() if k != "evidence"}, "evidence": summary["evidence"],
@@ -290,7 +281,7 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
         "output": {"path": output, "digest": output_digest, "storeDigest": store_digest,
                    "samples": int((~result.flagged).sum()) if result.verdict.passed else 0},
     })
-    record_key = store.put_record("screenings", _record_name(dataset_key, "screen"), record)
+    record_key = store.put_record("screenings", record_name(dataset_key, "screen"), record)
     log_record(store, record_key, home=home)
     body = {"dataset": dataset_key, "passed": result.verdict.passed, "reason": result.verdict.reason,
             "input_digest": input_digest, "model": model_key, "output": output, "output_digest": output_digest,
@@ -331,16 +322,16 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     plot = out_root / model_key / "plots" / "reversed-trigger.png"
     digest = _attested_digest(home, model_key)
     config_tag = hashlib.sha256(json.dumps(MODEL_SCAN_CONFIG, sort_keys=True).encode()).hexdigest()[:12]
-    record_name = f"{model_key}-{(digest or 'unknown')[:16]}-{config_tag}"
+    scan_name = f"{model_key}-{(digest or 'unknown')[:16]}-{config_tag}"
     cached: dict[str, Any] | None = None
     if digest and plot.is_file():
         try:
-            cached = store.get_record("model-scans", record_name)["predicate"]
+            cached = store.get_record("model-scans", scan_name)["predicate"]
         except (CairnError, KeyError):
             cached = None
     if cached is not None:
         verdict = policy.check(float(cached["score"]), str(cached.get("score_kind", "anomaly_index")))
-        body = {"model": model_key, "digest": digest, "record": f"records/model-scans/{record_name}.json",
+        body = {"model": model_key, "digest": digest, "record": f"records/model-scans/{scan_name}.json",
                 "plots": [str(plot)], **{k: v for k, v in cached.items() if k not in ("at", "tool")},
                 "passed": verdict.passed, "reason": verdict.reason, "reused": True}
         atomic_write(summary_path, json.dumps(body, indent=2).encode())
@@ -358,17 +349,17 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     plots = [str(trigger_plot(plot, result.trigger.mask, result.trigger.pattern,
                               f"{model_key}: smallest reversed trigger (region {result.trigger.region}, "
                               f"anomaly index {result.score:.2f})"))]
-    record = _statement(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
+    record = stamped(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
         "model": model_key, "method": "Neural Cleanse on embedding regions (k-means pseudo-classes)",
         "config": MODEL_SCAN_CONFIG, **result.summary(),
         # the smallest reversed trigger, in the probes' image space: the release gate measures it on the fine-tune
         "trigger": {"region": result.trigger.region, "mask": np.round(result.trigger.mask, 4).tolist(),
                     "pattern": np.round(result.trigger.pattern, 4).tolist()}})
     try:  # records are write-once (the ledger vouches for their bytes): a re-scan gets its own name
-        record_key = store.put_record("model-scans", record_name if digest else _record_name(model_key, "scan"),
+        record_key = store.put_record("model-scans", scan_name if digest else record_name(model_key, "scan"),
                                       record)
     except StoreError:
-        record_key = store.put_record("model-scans", _record_name(model_key, "scan"), record)
+        record_key = store.put_record("model-scans", record_name(model_key, "scan"), record)
     log_record(store, record_key, home=home)
     body = {"model": model_key, "digest": digest, "record": record_key, "plots": plots, **result.summary()}
     atomic_write(summary_path, json.dumps(body, indent=2).encode())

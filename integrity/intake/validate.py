@@ -2,18 +2,17 @@
 model-file gate (with conversion of allowlisted checkpoints to safetensors)."""
 
 import shutil
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from integrity.intake.catalog import Source
+from integrity.storage.base import record_name
 
 if TYPE_CHECKING:
     from integrity.intake.ingest import Ingestion
 
 def _record_name(source: Source, step: str) -> str:
-    return f"{source.key}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+    return record_name(source.key, step)
 
 
 def baseline(ingestion: "Ingestion", source: Source) -> Path | None:

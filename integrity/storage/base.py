@@ -78,6 +78,11 @@ def tree_key(area: Area, digest: str) -> str:
     return f"{area}/trees/sha256/{digest[:2]}/{digest}"
 
 
+def record_name(name: str, step: str) -> str:
+    """A new, unique record name: ``NAME-STEP-<UTC time>-<random>`` (records are never overwritten)."""
+    return f"{name}-{step}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:6]}"
+
+
 def record_key(kind: str, name: str) -> str:
     """Address of a JSON record."""
     return f"records/{_check_name(kind, 'record kind')}/{_check_name(name, 'record name')}.json"

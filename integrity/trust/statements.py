@@ -16,3 +16,14 @@ def statement(subjects: Sequence[Mapping[str, Any]], predicate_type: str, predic
     """``{"_type", "subject", "predicateType", "predicate"}`` as in-toto Statement v1 lays it out."""
     return {"_type": IN_TOTO_STATEMENT_TYPE, "subject": [dict(s) for s in subjects],
             "predicateType": predicate_type, "predicate": dict(predicate)}
+
+
+def stamped(subject_name: str, digest: str | None, predicate_type: str, predicate: Mapping[str, Any]
+            ) -> dict[str, Any]:
+    """A one-subject statement whose predicate also says when and by which Cairn it was made."""
+    from datetime import UTC, datetime
+
+    from integrity import __version__
+
+    body = {**predicate, "at": datetime.now(UTC).isoformat(), "tool": {"name": "cairn", "version": __version__}}
+    return statement([subject(subject_name, digest)], predicate_type, body)

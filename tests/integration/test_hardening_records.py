@@ -12,21 +12,11 @@ from integrity.intake.ingest import Ingestion
 from integrity.release.inputs import UnattestedInputError
 from integrity.release.spec import load_release_spec
 from integrity.release.steps import ReleaseWork
-from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo
+from tests.support.release_demo import REPO, ReleaseDemo
 
 CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
-    result = shared_release_demo(tmp_path_factory)
-    assert result.returncode == 0, result.output[-4000:]
-    return result
-
-
-@pytest.fixture
-def home(demo: ReleaseDemo, tmp_path: Path) -> Path:
-    return private_home(demo, tmp_path / "home")
 
 
 def _ingestion(home: Path) -> Ingestion:

@@ -25,22 +25,11 @@ from integrity.release.revocation import revoke
 from integrity.release.spec import ReleaseSpecError, load_release_spec, parse_release_spec
 from integrity.release.steps import ReleaseWork, load_release_policy, release_signer
 from integrity.release.training import fine_tune
-from tests.support.release_demo import REPO, ReleaseDemo, private_home, shared_release_demo, tiny_spec
+from tests.support.release_demo import REPO, ReleaseDemo, tiny_spec
 
 CATALOG = REPO / "integrity" / "data" / "catalogs" / "demo.yaml"
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo:
-    result = shared_release_demo(tmp_path_factory)
-    assert result.returncode == 0, result.output[-4000:]
-    return result
-
-
-@pytest.fixture
-def home(demo: ReleaseDemo, tmp_path: Path) -> Path:
-    """A private copy of the demo home (without the Dagster instance), so a test may break it."""
-    return private_home(demo, tmp_path / "home")
 
 
 def _work(home: Path, spec: Path, **gate: object) -> ReleaseWork:
