@@ -43,7 +43,7 @@ SCHEMES = ("file", "s3", "https", "http")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SOURCE_FIELDS = {
     "kind", "uri", "format", "signature", "policy_source", "license", "origin",
-    "suite", "scan_profile", "phi", "baseline", "description",
+    "suite", "scan_profile", "phi", "baseline", "description", "probes",
 }  # fmt: skip
 _TOP_FIELDS = {"version", "description", "policy", "root", "suites", "sources"}
 
@@ -72,6 +72,8 @@ class Source:
     phi: str = "reject"
     baseline: str | None = None
     description: str = ""
+    #: Models: the image dataset whose samples probe the backdoor scan (default: the first own image dataset).
+    probes: str | None = None
 
     @property
     def key(self) -> str:
@@ -249,7 +251,15 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
         phi=str(phi),
         baseline=baseline,
         description=_text(path, where, entry, "description", required=False),
+        probes=_probes(path, where, entry, kind),
     )
+
+
+def _probes(path: Path | None, where: str, entry: Mapping[str, Any], kind: str) -> str | None:
+    value = _text(path, where, entry, "probes", required=False) or None
+    if value is not None and (kind != "model" or not _NAME.match(value)):
+        raise _fail(path, f"{where}: probes names the image dataset (a source name) that probes a model's scan")
+    return value
 
 
 def _scan_profile(path: Path | None, where: str, entry: Mapping[str, Any]) -> str:

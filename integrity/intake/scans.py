@@ -69,11 +69,27 @@ def screened_sources(sources: Iterable["Source"]) -> tuple[list["Source"], "Sour
     return [s for s in listed if dataset_rule.applies_to(s)], model
 
 
-register_scan(ScanRule("screened", "dataset", ("images",), ("npy",),
-                       "poisoning screen: per-sample outlier scores in the foundation model's feature space"))
+register_scan(ScanRule("screened", "dataset", ("images", "tabular"),
+                       ("npy", "npz", "image-folder", "csv", "tsv", "parquet", "jsonl"),
+                       "poisoning screen: per-sample label-consistency and backdoor-split scores (images in the "
+                       "foundation model's feature space and their own; tables on their features)"))
 register_scan(ScanRule("backdoor_scanned", "model", ("image-classifier",), (),
                        "backdoor scan: reverse-engineered minimal trigger and an outlier test"))
 register_profile("default", "no poisoning scan applies")
-register_profile("tabular", "tabular data: no poisoning screen is registered yet")
 register_profile("imaging", "medical images (DICOM): no poisoning screen is registered yet")
 register_profile("text", "text corpora: no poisoning screen is registered yet")
+
+
+def probe_dataset(model: "Source", datasets: Iterable["Source"]) -> "Source | None":
+    """The image dataset whose samples probe ``model``'s backdoor scan: the model's ``probes:``, else the
+    first screened image dataset that is its own policy source (a mirror or re-upload never probes)."""
+    from integrity.errors import UsageError
+
+    images = [d for d in datasets if d.scan_profile == "images"]
+    if model.probes is not None:
+        found = next((d for d in images if d.name == model.probes), None)
+        if found is None:
+            raise UsageError(f"{model.name}: probes names {model.probes!r}, which is not a screened image dataset "
+                             "of the catalog")
+        return found
+    return next((d for d in images if d.policy_source == d.name), images[0] if images else None)

@@ -23,21 +23,20 @@ A screening that cannot run (unreadable data, weights that do not fit) is a reje
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from integrity import safeio
-from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError
+from integrity.errors import ArtifactReadError, CairnError, DigestMismatchError, StoreError, UsageError
 from integrity.ledger.transparency import log_record
 from integrity.scans.poisoning.policy import ModelScanPolicy, ScanPolicy
 from integrity.storage import ArtifactStore
@@ -46,9 +45,13 @@ from integrity.trust.hashing import hash_artifact
 from integrity.trust.signing import atomic_write
 from integrity.trust.statements import stamped
 
+if TYPE_CHECKING:
+    from integrity.intake.catalog import Source
+    from integrity.scans.samples import Samples
+
 SCREENING_PREDICATE_TYPE = "https://cairn.dev/attestations/screening/v1"
 MODEL_SCAN_PREDICATE_TYPE = "https://cairn.dev/attestations/model-scan/v1"
-PROBES = 16  # clean probe images for the model scan (scikit-learn's digits: installed, offline)
+PROBES = 16  # clean probe images for the model scan (samples of the image dataset it screens)
 
 
 @dataclass(frozen=True)
@@ -93,34 +96,32 @@ def read_attested_dataset(home: Path, source_key: str) -> tuple[Path, str, dict[
     return source, digest, files
 
 
-def arrays_from(files: dict[str, bytes], where: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``images.npy`` and ``labels.npy`` parsed from bytes already read (and hashed)."""
-    try:
-        images = np.load(io.BytesIO(files["images.npy"]), allow_pickle=False)
-        labels = np.load(io.BytesIO(files["labels.npy"]), allow_pickle=False)
-    except (KeyError, OSError, ValueError) as exc:
-        raise ArtifactReadError(f"cannot read the npy dataset: {exc!r}", artifact=where) from exc
-    return images, labels
+@dataclass(frozen=True)
+class ScreenInputs:
+    """How to read a source's samples: its kind and format, and from its suite the label column and pixel range."""
+
+    kind: str | None = None
+    fmt: str | None = None
+    label_column: str | None = None
+    pixel_range: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, source: "Source") -> "ScreenInputs":
+        from integrity.scans.datasets import load_suite
+        from integrity.scans.samples import IMAGE_FORMATS
+
+        suite = load_suite(source.suite) if source.suite is not None else None
+        kind = "image" if source.format in IMAGE_FORMATS else "tabular"
+        return cls(kind, source.format, suite.label_column if suite else None, suite.pixel_range if suite else None)
 
 
-def load_image_dataset(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """An npy dataset (``images.npy``, ``labels.npy``) as images in [0, 1] and integer labels."""
-    try:
-        images = np.load(folder / "images.npy", allow_pickle=False)
-        labels = np.load(folder / "labels.npy", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ArtifactReadError(f"cannot read the npy dataset: {exc}", artifact=folder) from exc
-    return _scaled(images, labels, folder)
+def load_screen_samples(files: dict[str, bytes], where: Path, inputs: ScreenInputs) -> "Samples":
+    from integrity.scans.samples import check_screenable, load_samples
 
-
-def _scaled(images: np.ndarray, labels: np.ndarray, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images in [0, 1] and integer labels, with the shapes a scan needs."""
-    if images.ndim not in (3, 4) or len(images) != len(labels):
-        raise ArtifactReadError(f"expected N x H x W images and N labels, got {images.shape} and {labels.shape}",
-                                artifact=folder)
-    peak = float(images.max()) if images.size else 1.0
-    scale = 16.0 if peak <= 16 and images.dtype.kind in "iu" else (255.0 if peak > 1.0 else 1.0)
-    return (images / scale).astype(np.float32), labels.astype(np.int64)
+    samples = load_samples(files, where=where, kind=inputs.kind, fmt=inputs.fmt, label_column=inputs.label_column,
+                           pixel_range=inputs.pixel_range)
+    check_screenable(samples, where=where)
+    return samples
 
 
 def attested_path(home: Path, source_key: str) -> Path:
@@ -141,7 +142,8 @@ def _attested_digest(home: Path, source_key: str) -> str | None:
     return str(value) if value else None
 
 
-def score_plot(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float, title: str) -> Path:
+def score_plot(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: float, title: str,
+               class_names: tuple[str, ...] | None = None) -> Path:
     """Per-class score distributions (one strip per class, flagged samples in red) as a PNG."""
     import matplotlib
 
@@ -159,7 +161,7 @@ def score_plot(path: Path, scores: np.ndarray, labels: np.ndarray, threshold: fl
         axis.scatter(values[~flagged], jitter[~flagged], s=4, color="#4477aa", alpha=0.5)
         axis.scatter(values[flagged], jitter[flagged], s=8, color="#cc3311")
     axis.axvline(threshold, color="#cc3311", linestyle="--", linewidth=1)
-    axis.set_yticks(range(len(classes)), [str(c) for c in classes])
+    axis.set_yticks(range(len(classes)), [class_names[int(c)] if class_names else str(c) for c in classes])
     axis.set_xlabel("poisoning score (robust z; clipped to [-5, 15]); dashed: flag threshold")
     axis.set_ylabel("class")
     axis.set_title(textwrap.fill(title, 110), fontsize=9)
@@ -214,28 +216,38 @@ def _foundation(home: Path, model_key: str | None) -> Any:
 
 
 def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_key: str | None,
-                   policy: ScanPolicy | None = None, device: str | None = None) -> ScreeningOutcome:
-    """Scan the attested dataset; store the filtered copy (if it passes), the record and the quarantine list."""
+                   policy: ScanPolicy | None = None, device: str | None = None,
+                   inputs: ScreenInputs | None = None) -> ScreeningOutcome:
+    """Scan the attested dataset; store the filtered copy (if it passes), the record and the quarantine list.
+
+    ``inputs`` says how to read it (:meth:`ScreenInputs.of` a catalog source); images are embedded
+    with the foundation model ``model_key``, tables are scored on their own features.
+    """
     from integrity.scans.poisoning import scan_dataset
+    from integrity.scans.samples import write_filtered
 
     policy = policy or ScanPolicy()
+    inputs = inputs or ScreenInputs()
     out_root = home / "screened"
     summary_path = out_root / f"{dataset_key}.json"
     try:
         source, input_digest, files = read_attested_dataset(home, dataset_key)
-        raw_images, raw_labels = arrays_from(files, source)
-        x, y = _scaled(raw_images, raw_labels, source)
+        samples = load_screen_samples(files, source, inputs)
+        x, y = samples.x, samples.labels
+        foundation = _foundation(home, model_key) if samples.kind == "image" else None
         with _shared_cores():
-            result = scan_dataset(x, y, foundation=_foundation(home, model_key), policy=policy, device=device)
+            result = scan_dataset(x, y, foundation=foundation, policy=policy, device=device)
     except CairnError as error:
         outcome = ScreeningOutcome(dataset_key, False, f"screening could not run: {error.summary()}")
         atomic_write(summary_path, json.dumps({"dataset": dataset_key, "passed": False, "reason": outcome.reason},
                                               indent=2).encode())
         return outcome
     flagged_ids = np.flatnonzero(result.flagged)
-    flagged_list = [{"id": int(i), "label": int(y[i]), "score": round(float(result.scores[i]), 4)} for i in flagged_ids]
+    names = samples.class_names
+    flagged_list = [{"id": int(i), "label": names[int(y[i])], "score": round(float(result.scores[i]), 4)}
+                    for i in flagged_ids]
     plots = [str(score_plot(out_root / dataset_key / "plots" / "scores-by-class.png", result.scores, y,
-                            policy.flag_threshold, f"{dataset_key}: {result.verdict.reason}"))]
+                            policy.flag_threshold, f"{dataset_key}: {result.verdict.reason}", names))]
     # The flagged samples go to quarantine (as a list of ids, labels and scores) with the reason.
     scratch = out_root / dataset_key / f".flagged-{uuid.uuid4().hex[:8]}.json"
     scratch.parent.mkdir(parents=True, exist_ok=True)
@@ -252,16 +264,14 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
     finally:
         scratch.unlink(missing_ok=True)
     output, output_digest = None, None
+    store_digest: str | None = None
     if result.verdict.passed:
         keep = np.flatnonzero(~result.flagged)
         target = out_root / dataset_key / source.name
         staging = out_root / dataset_key / f".{source.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir(parents=True)
         try:
-            for name, array in (("images.npy", raw_images[keep]), ("labels.npy", raw_labels[keep]),
-                                ("sample_ids.npy", keep.astype(np.int64))):
-                with open(staging / name, "wb") as handle:
-                    np.save(handle, array, allow_pickle=False)
+            write_filtered(files, where=source, kind=samples.kind, fmt=inputs.fmt, keep=keep, folder=staging)
             stored = store.put_trusted(staging)
             output_digest = hash_artifact(staging).root_digest
             shutil.rmtree(target, ignore_errors=True)
@@ -269,46 +279,58 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
             output = str(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        store_digest: str | None = stored.digest
-    else:
-        store_digest = None
+        store_digest = stored.digest
     summary = result.summary()
+    per_class = {names[int(c)]: v for c, v in summary["per_class"].items()}
     record = stamped(source.name, input_digest, SCREENING_PREDICATE_TYPE, {
-        "dataset": dataset_key, "model": model_key, "modelDigest": _attested_digest(home, model_key) if model_key
-        else None, "passed": result.verdict.passed, "reason": result.verdict.reason,
-        "summary": {k: v for k, v in summary.items() if k != "evidence"}, "evidence": summary["evidence"],
-        "flagged": flagged_list, "quarantineId": quarantine_id,
+        "dataset": dataset_key, "kind": samples.kind, "model": model_key if samples.kind == "image" else None,
+        "modelDigest": _attested_digest(home, model_key) if model_key and samples.kind == "image" else None,
+        "passed": result.verdict.passed, "reason": result.verdict.reason,
+        "read": samples.details | {"files": len(samples.details.get("files") or [])},
+        "summary": {k: v for k, v in summary.items() if k not in ("evidence", "per_class")} | {"per_class": per_class},
+        "evidence": summary["evidence"], "flagged": flagged_list, "quarantineId": quarantine_id,
         "output": {"path": output, "digest": output_digest, "storeDigest": store_digest,
                    "samples": int((~result.flagged).sum()) if result.verdict.passed else 0},
     })
     record_key = store.put_record("screenings", record_name(dataset_key, "screen"), record)
     log_record(store, record_key, home=home)
-    body = {"dataset": dataset_key, "passed": result.verdict.passed, "reason": result.verdict.reason,
-            "input_digest": input_digest, "model": model_key, "output": output, "output_digest": output_digest,
-            "output_store_digest": store_digest, "record": record_key, "quarantine_id": quarantine_id,
-            "samples": len(y), "flagged": len(flagged_list), "backdoor_classes": result.split_classes,
-            "plots": plots, "seconds": round(result.seconds, 2), "device": result.device,
-            "per_class": summary["per_class"]}
+    body = {"dataset": dataset_key, "kind": samples.kind, "passed": result.verdict.passed,
+            "reason": result.verdict.reason, "input_digest": input_digest,
+            "model": model_key if samples.kind == "image" else None, "output": output,
+            "output_digest": output_digest, "output_store_digest": store_digest, "record": record_key,
+            "quarantine_id": quarantine_id, "samples": len(y), "flagged": len(flagged_list),
+            "backdoor_classes": [names[c] for c in result.split_classes], "plots": plots,
+            "seconds": round(result.seconds, 2), "device": result.device, "per_class": per_class}
     atomic_write(summary_path, json.dumps(body, indent=2).encode())
     return ScreeningOutcome(dataset_key, result.verdict.passed, result.verdict.reason, body, record_key,
                             quarantine_id, plots, output, output_digest)
 
 
-def probe_images() -> np.ndarray:
-    """Clean probe inputs for the model scan: scikit-learn's digits (installed with Cairn, offline)."""
-    from sklearn.datasets import load_digits
+def probe_samples(home: Path, datasets: "Sequence[tuple[str, ScreenInputs]]") -> tuple[np.ndarray, dict[str, Any]]:
+    """Clean probe inputs for the model scan: samples of the attested image dataset it will screen (and train).
 
-    data = load_digits()
-    order = np.random.default_rng(0).permutation(len(data.target))[:PROBES]
-    probes: np.ndarray = (data.images[order] / 16.0).astype(np.float32)
-    return probes
+    Drawn without replacement by a fixed seed from the first image dataset listed, scaled from its
+    declared pixel range; which samples (ids in the sample order) and from which digest is recorded.
+    """
+    for key, inputs in datasets:
+        source, digest, files = read_attested_dataset(home, key)
+        samples = load_screen_samples(files, source, inputs)
+        if samples.kind != "image":
+            continue
+        order = np.random.default_rng(0).permutation(len(samples))[:PROBES]
+        x = samples.x[order]
+        probes: np.ndarray = x[:, 0] if x.shape[1] == 1 else x
+        return probes, {"dataset": key, "digest": f"sha256:{digest}", "ids": [int(i) for i in order],
+                        "shape": list(samples.x.shape[1:])}
+    raise UsageError("the model scan needs an attested image dataset to probe with, and none is screened with "
+                     "this model", advice="Ingest an image dataset (scan_profile: images) beside the model.")
 
 
-MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 3}
+MODEL_SCAN_CONFIG = {"regions": 4, "steps": 60, "lr": 0.2, "probes": PROBES, "version": 4}
 
 
 def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: ModelScanPolicy | None = None,
-               device: str | None = None) -> ScreeningOutcome:
+               device: str | None = None, datasets: "Sequence[tuple[str, ScreenInputs]]" = ()) -> ScreeningOutcome:
     """Reverse-engineer a minimal trigger for the attested encoder and judge it by policy.
 
     The scan is deterministic, so its record is named by the model's digest and the scan
@@ -321,7 +343,14 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     summary_path = out_root / f"{model_key}.json"
     plot = out_root / model_key / "plots" / "reversed-trigger.png"
     digest = _attested_digest(home, model_key)
-    config_tag = hashlib.sha256(json.dumps(MODEL_SCAN_CONFIG, sort_keys=True).encode()).hexdigest()[:12]
+    try:
+        probes, probe_info = probe_samples(home, datasets)
+    except CairnError as error:
+        reason = f"model scan could not run: {error.summary()}"
+        atomic_write(summary_path, json.dumps({"model": model_key, "passed": False, "reason": reason}).encode())
+        return ScreeningOutcome(model_key, False, reason)
+    config_tag = hashlib.sha256(json.dumps({**MODEL_SCAN_CONFIG, "probes": probe_info}, sort_keys=True)
+                                .encode()).hexdigest()[:12]
     scan_name = f"{model_key}-{(digest or 'unknown')[:16]}-{config_tag}"
     cached: dict[str, Any] | None = None
     if digest and plot.is_file():
@@ -339,7 +368,7 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     try:
         model = _foundation(home, model_key)
         with _shared_cores():
-            result = scan_encoder(lambda batch: model.embed_tensor(model.prepare(batch)), probe_images(),
+            result = scan_encoder(lambda batch: model.embed_tensor(model.prepare(batch)), probes,
                                   policy=policy, device=model.device, regions=int(MODEL_SCAN_CONFIG["regions"]),
                                   steps=int(MODEL_SCAN_CONFIG["steps"]), lr=float(MODEL_SCAN_CONFIG["lr"]))
     except CairnError as error:
@@ -351,7 +380,7 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
                               f"anomaly index {result.score:.2f})"))]
     record = stamped(model_key, digest, MODEL_SCAN_PREDICATE_TYPE, {
         "model": model_key, "method": "Neural Cleanse on embedding regions (k-means pseudo-classes)",
-        "config": MODEL_SCAN_CONFIG, **result.summary(),
+        "config": MODEL_SCAN_CONFIG, "probes": probe_info, **result.summary(),
         # the smallest reversed trigger, in the probes' image space: the release gate measures it on the fine-tune
         "trigger": {"region": result.trigger.region, "mask": np.round(result.trigger.mask, 4).tolist(),
                     "pattern": np.round(result.trigger.pattern, 4).tolist()}})

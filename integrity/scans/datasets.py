@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity import safeio
-from integrity.errors import ArtifactReadError, UsageError
+from integrity.errors import ArtifactReadError, CairnError, UsageError
 
 #: A dataset format's loader: (path, suite, phi policy) -> (frame, check outcomes, extra metadata).
 Loader = Callable[[Path, "ExpectationSuiteSpec | None", str], tuple[Any, list["CheckOutcome"], dict[str, Any]]]
@@ -43,7 +43,9 @@ def dataset_formats() -> tuple[str, ...]:
     """The dataset formats a catalog may name: the one list (catalog checks and validation share it)."""
     return tuple(sorted(_FORMATS))
 COLUMN_TYPES = ("float", "int", "str")
-_SUITE_KEYS = {"name", "description", "columns", "exact_columns", "label", "expect_no_duplicate_rows", "row_count"}
+_SUITE_KEYS = {"name", "description", "columns", "exact_columns", "label", "expect_no_duplicate_rows", "row_count",
+               "images"}
+_IMAGES_KEYS = {"range", "channels"}
 _COLUMN_KEYS = {"type", "min", "max", "nullable", "values"}
 _LABEL_KEYS = {"column", "values", "max_balance_drift"}
 #: Header fields that identify a patient (or a person close to them) in DICOM.
@@ -113,6 +115,9 @@ class ExpectationSuiteSpec:
     max_balance_drift: float | None = None
     no_duplicate_rows: bool = False
     row_count: tuple[int | None, int | None] | None = None
+    #: Image datasets: the range pixel values are declared in (scaled to [0, 1] from it; never guessed).
+    pixel_range: tuple[float, float] | None = None
+    channels: tuple[int, ...] | None = None
 
 
 def _unknown(path: Path, where: str, keys: Any, allowed: set[str]) -> None:
@@ -165,6 +170,16 @@ def _load_suite(path: Path) -> ExpectationSuiteSpec:
     rows = data.get("row_count")
     if rows is not None:
         _unknown(path, "row_count", rows, {"min", "max"})
+    images = data.get("images") or {}
+    _unknown(path, "images", images, _IMAGES_KEYS)
+    pixel_range = images.get("range")
+    if pixel_range is not None and (not isinstance(pixel_range, list) or len(pixel_range) != 2
+                                    or not all(isinstance(v, int | float) for v in pixel_range)
+                                    or pixel_range[0] >= pixel_range[1]):
+        raise UsageError("images.range must be [low, high] with low < high", artifact=path)
+    channels = images.get("channels")
+    if channels is not None and (not isinstance(channels, list) or not all(c in (1, 3, 4) for c in channels)):
+        raise UsageError("images.channels must list channel counts (1, 3 or 4)", artifact=path)
     return ExpectationSuiteSpec(
         name=data["name"],
         digest="sha256:" + hashlib.sha256(raw).hexdigest(),
@@ -175,35 +190,27 @@ def _load_suite(path: Path) -> ExpectationSuiteSpec:
         max_balance_drift=label.get("max_balance_drift"),
         no_duplicate_rows=bool(data.get("expect_no_duplicate_rows", False)),
         row_count=(rows.get("min"), rows.get("max")) if rows else None,
+        pixel_range=(float(pixel_range[0]), float(pixel_range[1])) if pixel_range else None,
+        channels=tuple(channels) if channels else None,
     )
 
 
 # -- loading each format into a table ------------------------------------------------------
 
 
-def _single(path: Path, pattern: str, what: str) -> Path:
-    if path.is_file():
-        return path
-    found = sorted(p for p in path.glob(pattern) if p.is_file())
-    if len(found) != 1:
-        raise ArtifactReadError(f"expected exactly one {what} in the drop, found {len(found)}", artifact=path)
-    return found[0]
-
-
-def _load_csv(path: Path, suite: ExpectationSuiteSpec | None) -> tuple[Any, list[CheckOutcome]]:
+def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str) -> tuple[Any, list[CheckOutcome]]:
     """Read every cell as text, then convert declared numeric columns, reporting type drift."""
     import pandas as pd
 
-    csv_path = _single(path, "*.csv", "CSV file")
-    try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise ArtifactReadError(f"not a parseable CSV: {exc}", artifact=csv_path) from exc
+    from integrity.scans.images import read_files
+    from integrity.scans.tables import read_table
+
+    frame = read_table(read_files(path), fmt, where=path)
     outcomes: list[CheckOutcome] = []
     for name, spec in (suite.columns.items() if suite else ()):
         if name not in frame.columns or spec.type == "str":
             continue
-        text = frame[name].str.strip()
+        text = frame[name].astype(str).str.strip()
         blank = text == ""
         numbers = pd.to_numeric(text.where(~blank), errors="coerce")
         bad = numbers.isna() & ~blank
@@ -230,32 +237,37 @@ def _drift_kind(value: str) -> str:
     return "text"
 
 
-def _load_npy(path: Path) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
+def _load_images(path: Path, suite: ExpectationSuiteSpec | None) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
+    """Per-image rows (label, pixel min/max/mean in stored units) and the image checks of the suite."""
     import numpy as np
     import pandas as pd
 
-    if not path.is_dir():
-        raise ArtifactReadError("an npy dataset is a folder with images.npy and labels.npy", artifact=path)
-    arrays = {}
-    for name in ("images", "labels"):
-        file = path / f"{name}.npy"
-        try:
-            arrays[name] = np.load(file, allow_pickle=False)
-        except ValueError as exc:  # object arrays need pickle: refused, never loaded
-            return pd.DataFrame(), [CheckOutcome(f"npy_dtype({file.name})", False, "error",
-                                                 f"refused: {exc}")], {}
-        except OSError as exc:
-            raise ArtifactReadError(f"cannot read {file.name}: {exc}", artifact=file) from exc
-    images, labels = arrays["images"], arrays["labels"]
+    from integrity.scans.images import declared_range, read_files, read_images
+
+    try:
+        images = read_images(read_files(path), where=path)
+    except ArtifactReadError as error:  # unreadable or refused content fails validation, naming why
+        if not path.exists():
+            raise
+        return pd.DataFrame(), [CheckOutcome("images_readable", False, "error", error.summary())], {}
     outcomes = []
-    if len(images) != len(labels):
-        outcomes.append(CheckOutcome("npy_lengths", False, "error",
-                                     f"{len(images)} images but {len(labels)} labels"))
-        return pd.DataFrame(), outcomes, {}
-    flat = images.reshape(len(images), -1).astype("float64")
-    frame = pd.DataFrame({"label": labels, "pixel_min": flat.min(axis=1), "pixel_max": flat.max(axis=1),
+    flat = images.images.reshape(len(images.images), -1).astype("float64")
+    stats: dict[str, Any] = {"images_shape": [len(images.images), *images.shape], "images_dtype": images.dtype,
+                             "layout": images.layout, "classes": list(images.class_names)}
+    try:
+        low, high = declared_range(images.images, suite.pixel_range if suite else None, images.dtype, where=path)
+        stats["pixel_range"] = [low, high]
+        outcomes.append(CheckOutcome("pixel_range", True, "error", f"values within {low:g}..{high:g}"))
+    except CairnError as error:
+        outcomes.append(CheckOutcome("pixel_range", False, "error", error.summary()))
+    if suite is not None and suite.channels is not None:
+        channels = images.shape[0]
+        outcomes.append(CheckOutcome("channels", channels in suite.channels, "error",
+                                     f"{channels} channel(s); the suite allows {list(suite.channels)}"))
+    names = np.asarray(images.class_names)[images.labels]
+    label: Any = names.astype(np.int64) if all(n.lstrip("-").isdigit() for n in images.class_names) else names
+    frame = pd.DataFrame({"label": label, "pixel_min": flat.min(axis=1), "pixel_max": flat.max(axis=1),
                           "pixel_mean": flat.mean(axis=1)})
-    stats = {"images_shape": list(images.shape), "images_dtype": str(images.dtype), "labels_dtype": str(labels.dtype)}
     return frame, outcomes, stats
 
 
@@ -415,9 +427,13 @@ def _load(path: Path, fmt: str, suite: ExpectationSuiteSpec | None, phi: str
     return loader(path, suite, phi)
 
 
-def _csv(path: Path, suite: ExpectationSuiteSpec | None, phi: str) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
-    frame, outcomes = _load_csv(path, suite)
-    return frame, outcomes, {}
+def _table(fmt: str) -> Loader:
+    def load(path: Path, suite: ExpectationSuiteSpec | None, phi: str
+             ) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
+        frame, outcomes = _load_table(path, suite, fmt)
+        return frame, outcomes, {}
+
+    return load
 
 
 def _dicom(path: Path, suite: ExpectationSuiteSpec | None, phi: str
@@ -426,8 +442,10 @@ def _dicom(path: Path, suite: ExpectationSuiteSpec | None, phi: str
     return frame, outcomes, {"files": len(frame)}
 
 
-register_dataset_format("csv", _csv)
-register_dataset_format("npy", lambda path, suite, phi: _load_npy(path))
+for _fmt in ("csv", "tsv", "jsonl", "parquet"):
+    register_dataset_format(_fmt, _table(_fmt))
+for _fmt in ("npy", "npz", "image-folder"):  # one reader recognises each layout (integrity.scans.images)
+    register_dataset_format(_fmt, lambda path, suite, phi: _load_images(path, suite))
 register_dataset_format("dicom", _dicom)
 
 

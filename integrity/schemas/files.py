@@ -22,7 +22,8 @@ class CatalogSource(Strict):
 
     kind: Literal["dataset", "model"]
     uri: str = Field(description="folder or file: a path relative to the Cairn home, file://, s3:// or https://")
-    format: str = Field(description="dataset: a registered dataset format (csv, npy, dicom); model: pytorch, "
+    format: str = Field(description="dataset: a registered dataset format (csv, tsv, jsonl, parquet, npy, npz, "
+                                    "image-folder, dicom); model: pytorch, "
                                     "safetensors, onnx, numpy or auto")
     license: str
     origin: str
@@ -33,6 +34,7 @@ class CatalogSource(Strict):
     phi: Literal["reject", "flag"] | None = None
     baseline: Digest | None = None
     description: str | None = None
+    probes: str | None = Field(None, description="model: the image dataset whose samples probe its backdoor scan")
 
 
 class CatalogFile(Strict):
@@ -176,6 +178,14 @@ class SuiteRowCount(Strict):
     max: int | None = None
 
 
+class SuiteImages(Strict):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    range: list[float] | None = Field(None, min_length=2, max_length=2,
+                                      description="[low, high]: the range pixel values are stored in (scaled from it)")
+    channels: list[Literal[1, 3, 4]] | None = None
+
+
 class ExpectationSuiteFile(Strict):
     """A dataset's expectations (run with Great Expectations 1.x)."""
 
@@ -188,6 +198,7 @@ class ExpectationSuiteFile(Strict):
     label: SuiteLabel | None = None
     expect_no_duplicate_rows: bool = False
     row_count: SuiteRowCount | None = None
+    images: SuiteImages | None = None
 
 
 # -- project file ------------------------------------------------------------------------------------------

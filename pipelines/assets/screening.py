@@ -78,20 +78,29 @@ def _result(check_name: str, outcome: ScreeningOutcome, context: Any) -> dg.Mate
     return dg.MaterializeResult(metadata=metadata, check_results=[check], data_version=version)
 
 
-def build_model_scan_asset(model: Source) -> dg.AssetsDefinition:
+def build_model_scan_asset(model: Source, datasets: list[Source]) -> dg.AssetsDefinition:
     key = asset_key(model, "backdoor_scanned")
+    from integrity.intake.scans import probe_dataset
 
-    @dg.asset(key=key, deps=[asset_key(model, "attested")], group_name="screening",
+    probe = probe_dataset(model, datasets)
+    images = [probe] if probe is not None else []
+
+    @dg.asset(key=key, deps=[asset_key(model, "attested"), *(asset_key(d, "attested") for d in images)],
+              group_name="screening",
               description=f"{model.name}: backdoor scan of the attested foundation model (reverse-engineered "
                           "minimal trigger per embedding region, outlier test).",
               kinds={"cairn", "model"}, tags={"cairn/source": model.key, "cairn/stage": "backdoor_scanned"},
               check_specs=[dg.AssetCheckSpec("no_backdoor_found", asset=key, blocking=True,
                                              description="The model scan's anomaly index is within policy.")])
     def _scan(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:
-        from integrity.intake.screening import scan_model
+        from integrity.intake.screening import ScreenInputs, scan_model
 
         ingestion = cairn.ingestion()
-        return _result("no_backdoor_found", scan_model(ingestion.home, ingestion.store, model.key), context)
+        probing = ", ".join(d.name for d in images) or "nothing"
+        context.log.info(f"backdoor scan of {model.name}, probing with samples of {probing}")
+        outcome = scan_model(ingestion.home, ingestion.store, model.key,
+                             datasets=[(d.key, ScreenInputs.of(d)) for d in images])
+        return _result("no_backdoor_found", outcome, context)
 
     return _scan
 
@@ -107,10 +116,12 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
               check_specs=[dg.AssetCheckSpec("poisoning_within_policy", asset=key, blocking=True,
                                              description="Flagged fraction within policy and no backdoor signature.")])
     def _screen(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:
-        from integrity.intake.screening import screen_dataset
+        from integrity.intake.screening import ScreenInputs, screen_dataset
 
         ingestion = cairn.ingestion()
-        outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None)
+        context.log.info(f"screening {dataset.name} ({dataset.format}) for poisoning")
+        outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None,
+                                 inputs=ScreenInputs.of(dataset))
         return _result("poisoning_within_policy", outcome, context)
 
     return _screen
@@ -118,5 +129,5 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
 
 def build_screening_assets(catalog: Catalog | list[Source]) -> list[dg.AssetsDefinition]:
     datasets, model = screened_sources(catalog)
-    assets = [build_model_scan_asset(model)] if model else []
+    assets = [build_model_scan_asset(model, datasets)] if model else []
     return assets + [build_screening_asset(d, model) for d in datasets]

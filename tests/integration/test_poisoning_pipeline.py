@@ -52,7 +52,7 @@ def test_the_poisoned_drop_is_blocked_and_the_clean_one_passes(screened) -> None
     assert not blocked.passed
     assert blocked.severity == dg.AssetCheckSeverity.ERROR
     summary = json.loads((home / "screened" / "digits_vendor_b.json").read_text())
-    assert summary["backdoor_classes"] == [0] and "backdoor" in summary["reason"]
+    assert summary["backdoor_classes"] == ["0"] and "backdoor" in summary["reason"]
     assert summary["output"] is None  # nothing of a blocked drop enters the trusted store
 
 

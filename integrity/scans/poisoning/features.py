@@ -109,6 +109,8 @@ class FoundationModel:
             x = x[:, None]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] == 4:  # RGBA: the alpha channel carries no content the backbone was trained on
+            x = x[:, :3]
         x = torch.nn.functional.interpolate(x, size=(FOUNDATION_INPUT_SIZE, FOUNDATION_INPUT_SIZE), mode="bilinear",
                                             align_corners=False)
         return (x - 0.5) / 0.5

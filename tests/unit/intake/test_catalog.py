@@ -54,7 +54,7 @@ def test_relative_uris_and_signature_locations(tmp_path: Path) -> None:
         (("    license: MIT\n", "    license: MIT\n    colour: red\n"), "unknown field(s) 'colour'"),
         (("kind: dataset", "kind: dataframe"), "kind must be 'dataset' or 'model'"),
         (("uri: drops/data", "uri: ftp://host/data"), "scheme 'ftp' is not supported"),
-        (("format: csv", "format: parquet"), "format 'parquet' is not a dataset format"),
+        (("format: csv", "format: xlsx"), "format 'xlsx' is not a dataset format"),
         (("    license: MIT\n", ""), "missing required field 'license'"),
         (("    suite: SUITE\n", ""), "needs an expectation suite"),
         (("suite: SUITE", "suite: /nonexistent/suite.json"), "does not exist"),
