@@ -390,6 +390,7 @@ def scan_model(home: Path, store: ArtifactStore, model_key: str, *, policy: Mode
     except StoreError:
         record_key = store.put_record("model-scans", record_name(model_key, "scan"), record)
     log_record(store, record_key, home=home)
-    body = {"model": model_key, "digest": digest, "record": record_key, "plots": plots, **result.summary()}
+    body = {"model": model_key, "digest": digest, "record": record_key, "plots": plots, "probes": probe_info,
+            **result.summary()}
     atomic_write(summary_path, json.dumps(body, indent=2).encode())
     return ScreeningOutcome(model_key, result.verdict.passed, result.verdict.reason, body, record_key, None, plots)

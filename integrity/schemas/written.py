@@ -50,3 +50,36 @@ class RecordFile(BaseModel):
     subject: list[Subject]
     predicateType: str
     predicate: dict[str, Any]
+
+
+class FlaggedSample(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    index: Annotated[int, Field(ge=0, description="position in the dataset's sample order, 0-based")]
+    label: str = Field(description="the sample's label as published")
+    score: float = Field(description="poisoning score (robust z; the policy flags at flag_threshold)")
+
+
+class ScreenReportFile(BaseModel):
+    """``cairn screen --json``: the poisoning screen's verdict on one dataset, with every flagged sample."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["https://cairn.dev/screen/v1"] = Field(alias="schema")
+    artifact: str
+    kind: Literal["image", "tabular"]
+    passed: bool
+    verdict: Literal["passed", "quarantined"]
+    reason: str
+    samples: Annotated[int, Field(ge=0)]
+    flagged_count: Annotated[int, Field(ge=0)]
+    classes: list[str]
+    backdoor_classes: list[str]
+    model: dict[str, Any] | None = Field(description="the foundation model's path and digest (images), or null")
+    policy: dict[str, Any]
+    read: dict[str, Any] = Field(description="how the samples were read (layout, pixel range, feature columns)")
+    per_class: dict[str, dict[str, int]]
+    flagged: list[FlaggedSample]
+    scores: list[float] | None = Field(None, description="every sample's score in sample order (--all-scores)")
+    device: str
+    seconds: float

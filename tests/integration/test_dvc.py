@@ -112,3 +112,13 @@ def test_dvc_lock_digests_are_part_of_the_records(reproduced) -> None:
     dvc_lock = record["predicate"]["dvcLock"]
     assert dvc_lock["sha256"] == hashlib.sha256(lock.read_bytes()).hexdigest()
     assert ".cairn/attested/digits" in dvc_lock["stages"]["ingest@1"]
+
+
+def test_repro_screens_the_datasets_before_anything_trains(reproduced) -> None:
+    copy, _ = reproduced
+    screened = copy / ".cairn" / "screened"
+    model = json.loads((screened / "efficientnet_lite0.json").read_text())
+    assert model["passed"] and model["probes"]["dataset"] == "digits"  # probed with its own dataset's samples
+    for key, name, kept in (("digits", "digits", "images.npy"), ("breast_cancer", "breast-cancer", "table.csv")):
+        summary = json.loads((screened / f"{key}.json").read_text())
+        assert summary["passed"] and (screened / key / name / kept).is_file() and summary["record"]
