@@ -77,8 +77,9 @@ class Trigger:
             name = str(data.get("name") or where)
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"a trigger needs name, target, pattern and mask: {exc}", artifact=where) from exc
-        if pattern.shape != mask.shape or pattern.ndim != 2:
-            raise UsageError(f"pattern {pattern.shape} and mask {mask.shape} must be equal 2-D arrays", artifact=where)
+        if mask.ndim != 2 or pattern.shape[-2:] != mask.shape or pattern.ndim not in (2, 3):
+            raise UsageError(f"pattern {pattern.shape} and mask {mask.shape}: the mask is H x W and the pattern "
+                             "H x W or C x H x W", artifact=where)
         if pattern.min() < 0 or pattern.max() > 1 or mask.min() < 0 or mask.max() > 1:
             raise UsageError("pattern and mask values must lie in [0, 1]", artifact=where)
         return cls(name, target, pattern, mask, str(data.get("source") or where))
@@ -233,7 +234,7 @@ def pgd_accuracy(model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor",
 
 
 def trigger_success(model: "torch.nn.Module", images: "np.ndarray", labels: "np.ndarray", trigger: Trigger,
-                    pixel_max: float, size: int, device: "torch.device") -> float:
+                    size: int, device: "torch.device") -> float:
     """Share of held-out images not of the target class that the trigger flips to the target class.
 
     Without a target (a trigger reversed from an encoder region), the largest such share over classes.
@@ -244,16 +245,22 @@ def trigger_success(model: "torch.nn.Module", images: "np.ndarray", labels: "np.
     import torch
 
     pattern, mask = trigger.pattern, trigger.mask
-    if pattern.shape != images.shape[1:]:
-        if trigger.target is not None or images.ndim != 3:
-            raise UsageError(f"trigger {trigger.name} has shape {pattern.shape}, the images {images.shape[1:]}",
+    planes = pattern if pattern.ndim == 3 else pattern[None]
+    channels = images.shape[1]
+    if len(planes) != channels:  # a colour trigger on grey images: its mean; a grey one on colour: every channel
+        planes = planes.mean(0, keepdims=True) if channels == 1 else np.repeat(planes.mean(0, keepdims=True),
+                                                                               channels, 0)
+    plane = tuple(images.shape[-2:])
+    if mask.shape != plane:
+        if trigger.target is not None:
+            raise UsageError(f"trigger {trigger.name} has shape {mask.shape}, the images {plane}",
                              artifact=trigger.source)
-        both = torch.as_tensor(np.stack([pattern, mask])[None], dtype=torch.float32)
-        resized = torch.nn.functional.interpolate(both, size=images.shape[1:], mode="bilinear", align_corners=False)
-        pattern, mask = resized[0, 0].clamp(0, 1).numpy(), resized[0, 1].clamp(0, 1).numpy()
-    scaled = images.astype(np.float32) / pixel_max
-    stamped = (1 - mask) * scaled + mask * pattern
-    pixels = to_pixels(stamped * pixel_max, pixel_max, size)
+        both = torch.as_tensor(np.concatenate([planes, mask[None]])[None], dtype=torch.float32)
+        resized = torch.nn.functional.interpolate(both, size=plane, mode="bilinear", align_corners=False)[0]
+        planes, mask = resized[:-1].clamp(0, 1).numpy(), resized[-1].clamp(0, 1).numpy()
+    pattern = planes
+    stamped = (1 - mask) * images.astype(np.float32) + mask * pattern  # the mask stamps every channel
+    pixels = to_pixels(stamped, size)
     predicted = []
     with torch.no_grad():
         for start in range(0, len(pixels), 256):
@@ -305,11 +312,11 @@ def evaluate(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     images, labels = data.images[holdout], data.labels[holdout]
-    pixels = to_pixels(images, data.pixel_max, size)
+    pixels = to_pixels(images, size)
     targets = torch.as_tensor(labels)
     clean = _accuracy(model, pixels, targets, device)
     say(f"clean accuracy {clean:.4f} on {len(holdout)} held-out images")
-    attack = {t.name: trigger_success(model, images, labels, t, data.pixel_max, size, device) for t in triggers}
+    attack = {t.name: trigger_success(model, images, labels, t, size, device) for t in triggers}
     count = min(policy.adversarial_samples, len(holdout))
     x, y = pixels[:count].to(device), targets[:count].to(device)
     fgsm = fgsm_accuracy(model, x, y, policy.epsilons)

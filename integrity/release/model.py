@@ -1,7 +1,6 @@
 """What fine-tuning trains on and what it trains: image data from attested arrays, the backbone, safetensors weights."""
 
 import hashlib
-import io
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -77,46 +76,78 @@ def safetensors_bytes(tensors: Mapping[str, "torch.Tensor"], metadata: Mapping[s
 
 @dataclass(frozen=True)
 class ImageData:
-    images: "np.ndarray"  # (N, H, W) raw values
-    labels: "np.ndarray"  # (N,) int64
-    pixel_max: float
+    images: "np.ndarray"  # (N, C, H, W) float32 in [0, 1], scaled from the declared pixel range
+    labels: "np.ndarray"  # (N,) int64, indices into class_names
+    pixel_range: tuple[float, float]
     class_names: tuple[str, ...]
 
 
+def _suite_of(read: ReadInput) -> Any:
+    from integrity.scans.datasets import load_suite
+
+    suite = read.input.catalog.get("suite")
+    return load_suite(Path(suite)) if suite else None
+
+
+def _ordered(names: set[str]) -> list[str]:
+    """Class names in the order a user expects: numerically when every name is a number."""
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
 def image_dataset(reads: Sequence[ReadInput]) -> ImageData:
-    """Images and labels from ``images.npy`` + ``labels.npy`` datasets (parsed from the hashed bytes)."""
+    """Images and labels of image datasets (any layout the image reader knows), parsed from the hashed bytes.
+
+    Pixel values are scaled from the range each dataset's suite declares (``images.range``), else the
+    range its dtype implies; class names come from the data (several datasets: joined by name).
+    """
     import numpy as np
 
-    images, labels = [], []
+    from integrity.scans.images import read_images
+
+    scaled, named, ranges = [], [], []
     for read in reads:
+        suite = _suite_of(read)
         try:
-            batch = np.load(io.BytesIO(read.files["images.npy"]), allow_pickle=False)
-            targets = np.load(io.BytesIO(read.files["labels.npy"]), allow_pickle=False)
-        except KeyError as exc:
-            raise UsageError(f"the fine-tuning recipe needs an image dataset (images.npy + labels.npy); "
-                             f"{read.input.name} has {', '.join(sorted(read.files))}",
+            images = read_images(read.files, where=read.input.path)
+        except ArtifactReadError as exc:
+            raise UsageError(f"the image recipe cannot read {read.input.name}: {exc.reason}",
                              artifact=read.input.name) from exc
-        except ValueError as exc:
-            raise ArtifactReadError(f"unreadable npy data: {exc}", artifact=read.input.name) from exc
-        if batch.ndim != 3 or targets.ndim != 1 or len(batch) != len(targets):
-            raise ArtifactReadError(f"expected images (N, H, W) and labels (N,), got {batch.shape} and "
-                                    f"{targets.shape}", artifact=read.input.name)
-        images.append(batch)
-        labels.append(targets.astype(np.int64))
-    if len({i.shape[1:] for i in images}) != 1:
-        raise UsageError("the training datasets have different image shapes")
-    stacked = np.concatenate(images)
-    joined = np.concatenate(labels)
-    classes = sorted(int(c) for c in np.unique(joined))
-    if classes != list(range(len(classes))):
-        raise UsageError(f"labels must be 0..K-1, found {classes}")
-    pixel_max = 16.0 if float(stacked.max()) <= 16 else 255.0
-    return ImageData(stacked, joined, pixel_max, tuple(str(c) for c in classes))
+        pixel_range = suite.pixel_range if suite is not None else None
+        scaled.append(images.scaled(pixel_range, where=read.input.path))
+        named.append(np.asarray(images.class_names)[images.labels])
+        from integrity.scans.images import declared_range
+
+        ranges.append(declared_range(images.images, pixel_range, images.dtype, where=read.input.path))
+    if len({i.shape[1:] for i in scaled}) != 1:
+        raise UsageError(f"the training datasets have different image shapes: {sorted({i.shape[1:] for i in scaled})}")
+    stacked = np.concatenate(scaled)
+    names = np.concatenate(named)
+    classes = _ordered({str(n) for n in names})
+    if len(stacked) == 0:
+        raise UsageError("the training datasets hold no images")
+    if len(classes) < 2:
+        raise UsageError(f"the training data has one class only ({classes[0]!r}): a classifier needs two or more")
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.asarray([index[str(n)] for n in names], dtype=np.int64)
+    low = min(r[0] for r in ranges)
+    high = max(r[1] for r in ranges)
+    return ImageData(stacked, labels, (low, high), tuple(classes))
 
 
 def holdout_split(labels: "np.ndarray", fraction: float, seed: int) -> tuple["np.ndarray", "np.ndarray"]:
-    """A stratified, seeded split into (train, holdout) indices; evaluation recomputes the same split."""
+    """A stratified, seeded split into (train, holdout) indices; evaluation recomputes the same split.
+
+    Every class needs a sample on each side: a class too small for that is an error, not an empty split.
+    """
     import numpy as np
+
+    counts = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
+    small = sorted(c for c, n in counts.items() if n < 2)
+    if len(labels) == 0 or small:
+        raise UsageError(f"cannot split {len(labels)} samples into training and held-out data: class(es) "
+                         f"{small} have fewer than 2 samples", advice="Add data, or drop the class from the dataset.")
 
     rng = np.random.default_rng(seed)
     train, holdout = [], []
@@ -135,14 +166,17 @@ def indices_digest(indices: "np.ndarray") -> str:
     return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
-def to_pixels(images: "np.ndarray", pixel_max: float, size: int) -> "torch.Tensor":
-    """Raw images -> (N, 3, size, size) in [0, 1]: scaled, bilinearly upsampled, grey replicated to RGB."""
+def to_pixels(images: "np.ndarray", size: int) -> "torch.Tensor":
+    """Scaled (N, C, H, W) images in [0, 1] -> (N, 3, size, size): bilinearly resized, grey replicated to RGB,
+    an alpha channel dropped."""
     import torch
     import torch.nn.functional as F
 
-    tensor = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / pixel_max
+    tensor = torch.as_tensor(images, dtype=torch.float32)
+    if tensor.shape[1] == 4:
+        tensor = tensor[:, :3]
     tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-    return tensor.repeat(1, 3, 1, 1)
+    return tensor.repeat(1, 3, 1, 1) if tensor.shape[1] == 1 else tensor
 
 
 #: A training recipe's model: (architecture name, classes, image size) -> the module trained and served.
@@ -224,9 +258,9 @@ def model_config(spec: ReleaseSpec, data: ImageData, source_shape: Sequence[int]
                   "range": [0.0, 1.0]},
         "preprocessing": {
             "source_shape": list(source_shape),
-            "scale": f"divide by {data.pixel_max:g}",
+            "scale": f"from the declared range {data.pixel_range[0]:g}..{data.pixel_range[1]:g} to 0..1",
             "resize": {"mode": "bilinear", "align_corners": False, "size": spec.training.image_size},
-            "channels": "greyscale replicated to 3",
+            "channels": {1: "greyscale replicated to 3", 3: "RGB", 4: "RGB (alpha dropped)"}[int(source_shape[0])],
             "normalize": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         },
         "model": spec.model,

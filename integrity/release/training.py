@@ -195,7 +195,7 @@ def fine_tune(
         f"{', '.join(d.name for d in datasets)}")
 
     train_idx, holdout_idx = holdout_split(data.labels, params.holdout_fraction, params.seed)
-    pixels = to_pixels(data.images, data.pixel_max, params.image_size)
+    pixels = to_pixels(data.images, params.image_size)
     labels = torch.as_tensor(data.labels)
     model = build_model(spec.architecture, len(data.class_names), params.image_size)
     new_head = load_backbone(model, weights, str(base.path / weights_name))
@@ -225,6 +225,8 @@ def fine_tune(
         order = train_tensor[torch.randperm(len(train_tensor), generator=generator)]
         for start in range(0, len(order), params.batch_size):
             batch = order[start:start + params.batch_size]
+            if len(batch) < 2 < len(order):
+                continue  # a trailing batch of one: batch normalisation cannot train on a single sample
             x, y = pixels[batch].to(device), labels[batch].to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
@@ -243,14 +245,33 @@ def fine_tune(
     model.eval()
     train_accuracy = correct / max(1, seen)
 
-    # Write the model beside its final place, then rename it in.
+    state = {k: v for k, v in net.state_dict().items()}
+    config = model_config(spec, data, data.images.shape[1:])
+    return write_run(spec, run_id, work_dir, tensors=state, config=config,
+                     used=list(zip([base, *datasets], [base_read, *data_reads], strict=True)),
+                     base={"file": weights_name, "newHead": new_head, "frozen": params.freeze_blocks},
+                     seeds=seeds, data={"examples": len(data.labels), "train": len(train_idx),
+                                        "holdout": len(holdout_idx), "holdoutDigest": indices_digest(holdout_idx),
+                                        "classes": list(data.class_names), "pixelRange": list(data.pixel_range),
+                                        "imageShape": list(data.images.shape[1:])},
+                     result={"steps": steps, "finalLoss": losses[-1] if losses else None,
+                             "meanLossLastEpoch": float(np.mean(losses[-max(1, len(train_idx) // params.batch_size):]))
+                             if losses else None, "trainAccuracy": train_accuracy},
+                     device_info=device_info, started=started, clock=clock, store=store, say=say)
+
+
+def write_run(spec: ReleaseSpec, run_id: str, work_dir: str | Path, *, tensors: Mapping[str, "torch.Tensor"],
+              config: Mapping[str, Any], used: Sequence[tuple[AttestedInput, ReadInput]],
+              base: Mapping[str, Any] | None, seeds: Mapping[str, int], data: Mapping[str, Any],
+              result: Mapping[str, Any], device_info: Mapping[str, Any], started: datetime, clock: float,
+              store: "ArtifactStore | None", say: Callable[[str], None]) -> TrainingRun:
+    """Write the model (safetensors + config) and the training record beside their final place, then rename
+    them in; every recipe ends here, so every release has the same record."""
     run_dir = Path(work_dir) / run_id
     staging = Path(work_dir) / f".{run_id}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "model").mkdir(parents=True)
-    state = {k: v for k, v in net.state_dict().items()}
-    atomic_write(staging / "model" / MODEL_WEIGHTS, safetensors_bytes(state, {"format": "pt", "model": spec.model}))
-    config = model_config(spec, data, data.images.shape[1:])
+    atomic_write(staging / "model" / MODEL_WEIGHTS, safetensors_bytes(tensors, {"format": "pt", "model": spec.model}))
     atomic_write(staging / "model" / MODEL_CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     files = {name: sha256_file(staging / "model" / name) for name in (MODEL_CONFIG, MODEL_WEIGHTS)}
     model_digest = _root_digest(files)
@@ -263,17 +284,13 @@ def fine_tune(
             "modelDigest": f"sha256:{model_digest}",
             "spec": spec.describe(),
             "inputs": [{**i.entry(), "bytesRead": {"digest": f"sha256:{r.digest}", "files": dict(r.digests)}}
-                       for i, r in zip([base, *datasets], [base_read, *data_reads], strict=True)],
-            "baseWeights": {"file": weights_name, "newHead": new_head, "frozen": params.freeze_blocks},
-            "hyperparameters": params.as_dict(),
-            "seeds": seeds,
-            "data": {"examples": len(data.labels), "train": len(train_idx), "holdout": len(holdout_idx),
-                     "holdoutDigest": indices_digest(holdout_idx), "classes": list(data.class_names),
-                     "pixelMax": data.pixel_max, "imageShape": list(data.images.shape[1:])},
-            "result": {"steps": steps, "finalLoss": losses[-1] if losses else None,
-                       "meanLossLastEpoch": float(np.mean(losses[-max(1, len(train_idx) // params.batch_size):]))
-                       if losses else None, "trainAccuracy": train_accuracy},
-            "device": device_info,
+                       for i, r in used],
+            "baseWeights": dict(base) if base is not None else None,
+            "hyperparameters": spec.training.as_dict(),
+            "seeds": dict(seeds),
+            "data": dict(data),
+            "result": dict(result),
+            "device": dict(device_info),
             "code": code_version(),
             "libraries": library_versions(),
             "startedOn": started.isoformat(),
@@ -286,9 +303,9 @@ def fine_tune(
         raise UsageError(f"training run {run_id} already exists", artifact=run_dir)
     os.rename(staging, run_dir)
     key = store.put_record("trainings", f"{spec.model}-{run_id}", record) if store is not None else None
-    say(f"trained {steps} steps in {round(time.monotonic() - clock, 1)} s; model sha256:{model_digest}")
+    say(f"trained {result.get('steps')} steps in {round(time.monotonic() - clock, 1)} s; model sha256:{model_digest}")
     return TrainingRun(run_id, run_dir / "model", model_digest, files, record, run_dir / "training.json", key,
-                       tuple([base, *datasets]))
+                       tuple(i for i, _ in used))
 
 
 def load_training_run(run_dir: str | Path, inputs: Sequence[AttestedInput] = ()) -> TrainingRun:

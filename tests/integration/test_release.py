@@ -230,15 +230,19 @@ def test_trigger_attack_success_counts_flips_to_the_target() -> None:
             corner = x[:, 0, -2:, -2:].mean(dim=(1, 2))
             return torch.stack([1 - corner, corner], dim=1)
 
-    images = np.zeros((10, 8, 8), dtype=np.uint8)
+    images = np.zeros((10, 1, 8, 8), dtype=np.float32)  # scaled N x C x H x W
     labels = np.array([0] * 8 + [1] * 2)
     mask = np.zeros((8, 8), dtype=np.float32)
     mask[6:, 6:] = 1
     trigger = Trigger("corner", 1, mask.copy(), mask)
-    rate = trigger_success(AlwaysBright(), images, labels, trigger, 16.0, 8, torch.device("cpu"))
+    rate = trigger_success(AlwaysBright(), images, labels, trigger, 8, torch.device("cpu"))
     assert rate == 1.0  # every non-target image flips to the target
     blank = Trigger("none", 1, np.zeros((8, 8), dtype=np.float32), np.zeros((8, 8), dtype=np.float32))
-    assert trigger_success(AlwaysBright(), images, labels, blank, 16.0, 8, torch.device("cpu")) == 0.0
+    assert trigger_success(AlwaysBright(), images, labels, blank, 8, torch.device("cpu")) == 0.0
+    # colour images, a colour trigger (C x H x W pattern, H x W mask): the mask stamps every channel
+    rgb = np.zeros((10, 3, 8, 8), dtype=np.float32)
+    colour = Trigger("colour corner", 1, np.stack([mask, mask * 0, mask * 0]), mask)
+    assert trigger_success(AlwaysBright(), rgb, labels, colour, 8, torch.device("cpu")) == 1.0
 
 
 def test_a_trigger_without_a_target_counts_its_worst_class_and_is_resized() -> None:
@@ -251,16 +255,16 @@ def test_a_trigger_without_a_target_counts_its_worst_class_and_is_resized() -> N
             corner = x[:, 0, -2:, -2:].mean(dim=(1, 2))
             return torch.stack([1 - corner, torch.zeros_like(corner), corner], dim=1)
 
-    images = np.zeros((12, 8, 8), dtype=np.uint8)
+    images = np.zeros((12, 1, 8, 8), dtype=np.float32)
     labels = np.array([0] * 6 + [1] * 3 + [2] * 3)
     small = np.zeros((4, 4), dtype=np.float32)
     small[2:, 2:] = 1  # the bottom-right quarter: after resizing, the model's bright corner
     reversed_trigger = Trigger("reversed", None, small.copy(), small)
-    rate = trigger_success(BrightCornerIsTwo(), images, labels, reversed_trigger, 16.0, 8, torch.device("cpu"))
+    rate = trigger_success(BrightCornerIsTwo(), images, labels, reversed_trigger, 8, torch.device("cpu"))
     assert rate == 1.0  # class 2 gets every image of classes 0 and 1
     named = Trigger("named", 2, small.copy(), small)
     with pytest.raises(UsageError, match="has shape"):
-        trigger_success(BrightCornerIsTwo(), images, labels, named, 16.0, 8, torch.device("cpu"))
+        trigger_success(BrightCornerIsTwo(), images, labels, named, 8, torch.device("cpu"))
 
 
 def test_the_release_gate_measures_the_trigger_the_model_scan_reversed(demo: ReleaseDemo) -> None:
