@@ -47,9 +47,10 @@ VARIABLES: tuple[Variable, ...] = (
              "--home"),
     Variable("store", "CAIRN_STORE", "artifact store: a path, file:// or s3://bucket/prefix", "HOME/store",
              "--store"),
-    Variable("catalog", "CAIRN_CATALOG", "source catalog YAML", "the packaged demo catalog", "--catalog"),
-    Variable("release_spec", "CAIRN_RELEASE_SPEC", f"release spec YAML(s), separated by {os.pathsep!r}",
-             "the packaged demo release specs", "--spec"),
+    Variable("catalog", "CAIRN_CATALOG", "source catalog YAML", "PROJECT/catalog.yaml, else the packaged demo catalog",
+             "--catalog"),
+    Variable("release_spec", "CAIRN_RELEASE_SPEC", f"release spec YAML(s) or folders of them, separated by "
+             f"{os.pathsep!r}", "PROJECT/releases/, else the packaged demo release specs", "--spec"),
     Variable("release_policy", "CAIRN_RELEASE_POLICY", "who may sign which model's releases",
              "HOME/release-policy.yaml", "--release-policy"),
     Variable("release_key", "CAIRN_RELEASE_KEY", "private key the release pipeline signs with",
@@ -58,7 +59,7 @@ VARIABLES: tuple[Variable, ...] = (
              path=False),
     Variable("releases", "CAIRN_RELEASES", "where signed release bundles are written", "HOME/releases"),
     Variable("suites", "CAIRN_SUITES", "folder of expectation suites that catalogs name",
-             "the packaged suites"),
+             "PROJECT/suites, else the packaged suites"),
     Variable("drop_location", "CAIRN_DROP_LOCATION", "where vendors drop files (folder or s3://)",
              "HOME/drops"),
     Variable("s3_endpoint_url", "CAIRN_S3_ENDPOINT_URL", "S3 endpoint (MinIO, moto, on-premises)",
@@ -187,8 +188,14 @@ class Settings:
     # -- the settings ------------------------------------------------------------------------------
 
     @property
+    def project_dir(self) -> Path | None:
+        """The folder of the project file (``cairn init`` makes one): its files are the defaults, never the demo's."""
+        return self.project_file.parent.resolve() if self.project_file is not None else None
+
+    @property
     def home(self) -> Path:
-        return self._path("home", Path(".cairn")).resolve()
+        project = self.project_dir
+        return self._path("home", project / ".cairn" if project else Path(".cairn")).resolve()
 
     @property
     def store(self) -> str:
@@ -197,14 +204,20 @@ class Settings:
 
     @property
     def catalog(self) -> Path:
-        return self._path("catalog", package_data("catalogs", "demo.yaml"))
+        project = self.project_dir
+        return self._path("catalog", project / "catalog.yaml" if project else package_data("catalogs", "demo.yaml"))
 
     @property
     def release_specs(self) -> list[Path]:
+        """Every release spec: the files named, the ``*.yaml`` of the folders named."""
         value = self.raw("release_spec")
-        if value:
-            return [Path(p) for p in value.split(os.pathsep) if p]
-        return sorted(package_data("releases").glob("*.yaml"))
+        project = self.project_dir
+        named = ([Path(p) for p in value.split(os.pathsep) if p] if value
+                 else [project / "releases" if project else package_data("releases")])
+        found: list[Path] = []
+        for path in named:
+            found += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        return found
 
     @property
     def release_policy(self) -> Path:
@@ -227,7 +240,8 @@ class Settings:
 
     @property
     def suites(self) -> Path:
-        return self._path("suites", package_data("expectations"))
+        project = self.project_dir
+        return self._path("suites", project / "suites" if project else package_data("expectations"))
 
     @property
     def drop_location(self) -> str:

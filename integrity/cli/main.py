@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         entry.load()(add)
 
     pipeline.register_intake(add)
-    from integrity.cli import screening
+    from integrity.cli import project, screening
 
+    project.register(add)
     screening.register(add)
 
     from integrity.cli.distribution import add_distribution_commands

@@ -221,9 +221,12 @@ def register(add: AddCommand) -> None:
     f.add_argument("public_key")
     add_json_option(f)
 
-    p = add("policy", lambda a: EXIT_USAGE, "inspect trust policies")
+    p = add("policy", lambda a: EXIT_USAGE, "inspect and extend trust policies")
     pol_sub = p.add_subparsers(dest="policy_command", required=True)
     c = pol_sub.add_parser("check", help="validate a policy file and print its digest")
     c.set_defaults(handler=cmd_policy_check)
     c.add_argument("policy")
     add_json_option(c)
+    from integrity.cli.project import register_policy
+
+    register_policy(pol_sub)

@@ -302,8 +302,10 @@ def _parse_catalog(text: bytes, *, path: Path | None = None, root: Path | None =
         raise _fail(path, "missing 'policy': the trust policy file the sources are verified against")
     policy_path = Path(policy) if Path(policy).is_absolute() else base / policy
     entries = data.get("sources")
-    if not isinstance(entries, Mapping) or not entries:
-        raise _fail(path, "'sources' must be a non-empty mapping of source name to entry")
+    if entries is None:
+        entries = {}  # a new project's catalog: no sources yet
+    if not isinstance(entries, Mapping):
+        raise _fail(path, "'sources' must be a mapping of source name to entry")
     sources: dict[str, Source] = {}
     keys: dict[str, str] = {}
     invalid: dict[str, CatalogError] = {}

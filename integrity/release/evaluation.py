@@ -274,6 +274,20 @@ def trigger_success(model: "torch.nn.Module", images: "np.ndarray", labels: "np.
     return max(rates) if rates else 0.0
 
 
+def training_reads(run: TrainingRun) -> list[Any]:
+    """The run's attested datasets, read and hashed again, each checked to be what the model was trained on."""
+    datasets = [i for i in run.inputs if i.ref.role == "training-data"]
+    if not datasets:
+        raise UsageError("evaluation needs the training run's attested datasets", artifact=run.record_path)
+    reads = [read_attested(d) for d in datasets]
+    recorded = {i["name"]: i["bytesRead"]["digest"] for i in run.predicate["inputs"]}
+    for read in reads:
+        if recorded.get(read.input.name) != f"sha256:{read.digest}":
+            raise UsageError(f"{read.input.name} is not the dataset this model was trained on",
+                             artifact=read.input.path)
+    return reads
+
+
 def evaluate(
     run: TrainingRun,
     policy: GatePolicy,
@@ -291,15 +305,7 @@ def evaluate(
     config = safeio.loads(files[MODEL_CONFIG])
     predicate = run.predicate
     hyper = predicate["hyperparameters"]
-    datasets = [i for i in run.inputs if i.ref.role == "training-data"]
-    if not datasets:
-        raise UsageError("evaluation needs the training run's attested datasets", artifact=run.record_path)
-    reads = [read_attested(d) for d in datasets]  # the attested bytes, read and hashed again
-    recorded = {i["name"]: i["bytesRead"]["digest"] for i in predicate["inputs"]}
-    for read in reads:
-        if recorded.get(read.input.name) != f"sha256:{read.digest}":
-            raise UsageError(f"{read.input.name} is not the dataset this model was trained on",
-                             artifact=read.input.path)
+    reads = training_reads(run)
     data = image_dataset(reads)
     _, holdout = holdout_split(data.labels, float(hyper["holdout_fraction"]), int(hyper["seed"]))
     if indices_digest(holdout) != predicate["data"]["holdoutDigest"]:
@@ -323,12 +329,22 @@ def evaluate(
     pgd = pgd_accuracy(model, x, y, policy.epsilons, policy.pgd_steps)
     say(f"FGSM {fgsm}, PGD {pgd} on {count} images")
 
+    return decide(run, policy, clean=clean, holdout=holdout, attack=attack, triggers=triggers, fgsm=fgsm, pgd=pgd,
+                  adversarial_samples=count, reads=reads, device_info=device_info, clock=clock, store=store,
+                  model_name=str(config.get("model", "model")))
+
+
+def decide(run: TrainingRun, policy: GatePolicy, *, clean: float, holdout: "np.ndarray", attack: Mapping[str, float],
+           triggers: Sequence[Trigger], fgsm: Mapping[str, float], pgd: Mapping[str, float],
+           adversarial_samples: int, reads: Sequence[Any], device_info: Mapping[str, Any], clock: float,
+           store: "ArtifactStore | None", model_name: str, extra: Mapping[str, Any] | None = None) -> GateResult:
+    """The gate's decision from what a recipe measured, and its evaluation record (every recipe ends here)."""
     reasons = []
     if clean < policy.min_clean_accuracy:
         reasons.append(f"clean accuracy {clean:.4f} is below the policy minimum {policy.min_clean_accuracy}")
     for name, rate in attack.items():
         if rate > policy.max_attack_success:
-            reasons.append(f"trigger {name} succeeds on {rate:.1%} of held-out images (policy allows "
+            reasons.append(f"trigger {name} succeeds on {rate:.1%} of held-out samples (policy allows "
                            f"{policy.max_attack_success:.1%})")
     if policy.min_robust_accuracy is not None and pgd:
         largest = max(pgd, key=float)
@@ -341,23 +357,24 @@ def evaluate(
     record: dict[str, Any] = statement([subject("model", run.model_digest)], EVALUATION_PREDICATE_TYPE, {
             "runId": run.run_id, "passed": passed, "reasons": reasons, "policy": policy.as_dict(),
             "cleanAccuracy": clean, "holdout": len(holdout), "holdoutDigest": indices_digest(holdout),
-            "attackSuccess": attack, "triggers": [{"name": t.name, "target": t.target, "source": t.source}
-                                                  for t in triggers],
-            "fgsmAccuracy": fgsm, "pgdAccuracy": pgd, "adversarialSamples": count, "pgdSteps": policy.pgd_steps,
-            "datasets": {r.input.name: f"sha256:{r.digest}" for r in reads}, "device": device_info,
-            "evaluatedAt": datetime.now(UTC).isoformat(), "seconds": round(time.monotonic() - clock, 2),
-            "tool": {"name": "cairn", "version": __version__},
+            "attackSuccess": dict(attack), "triggers": [{"name": t.name, "target": t.target, "source": t.source}
+                                                        for t in triggers],
+            "fgsmAccuracy": dict(fgsm), "pgdAccuracy": dict(pgd), "adversarialSamples": adversarial_samples,
+            "pgdSteps": policy.pgd_steps, "datasets": {r.input.name: f"sha256:{r.digest}" for r in reads},
+            "device": dict(device_info), "evaluatedAt": datetime.now(UTC).isoformat(),
+            "seconds": round(time.monotonic() - clock, 2), "tool": {"name": "cairn", "version": __version__},
+            **(extra or {}),
         })
     key = None
     if store is not None:
-        name = f"{config.get('model', 'model')}-{run.run_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+        name = f"{model_name}-{run.run_id}-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
         key = record_key("evaluations", name)
         record["predicate"]["recordKey"] = key
         store.put_record("evaluations", name, record)
     path = run.record_path.parent / "evaluation.json"
     atomic_write(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
-    return GateResult(passed, tuple(reasons), clean, len(holdout), attack, fgsm, pgd, policy.as_dict(),
-                      run.model_digest, record, key, path)
+    return GateResult(passed, tuple(reasons), clean, len(holdout), dict(attack), dict(fgsm), dict(pgd),
+                      policy.as_dict(), run.model_digest, record, key, path)
 
 
 def load_gate_result(path: str | Path) -> GateResult:

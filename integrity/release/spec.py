@@ -72,6 +72,8 @@ class TrainingParams:
     #: Stem and the first N blocks stay as pretrained (0 = fine-tune the whole backbone).
     freeze_blocks: int = 0
     batchnorm_momentum: float = 0.1
+    #: Width of the hidden layers of the tabular recipe's MLP.
+    hidden_units: int = 64
     #: Stop after this many optimizer steps (tests use a handful); None = all epochs.
     max_steps: int | None = None
 
@@ -132,7 +134,7 @@ def _card(value: Any, path: Path | None) -> ModelCard:
 class ReleaseSpec:
     model: str
     release: str
-    base_model: InputRef
+    base_model: InputRef | None  # None: the recipe trains from scratch (tables)
     datasets: tuple[InputRef, ...]
     training: TrainingParams = field(default_factory=TrainingParams)
     gate: GatePolicy = field(default_factory=GatePolicy)
@@ -148,7 +150,7 @@ class ReleaseSpec:
 
     @property
     def inputs(self) -> tuple[InputRef, ...]:
-        return (self.base_model, *self.datasets)
+        return (self.base_model, *self.datasets) if self.base_model is not None else self.datasets
 
     def version_for(self, sequence: int) -> str:
         """The release version: the spec's ``release`` with ``{sequence}`` filled in."""
@@ -170,7 +172,7 @@ class ReleaseSpec:
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "digest": self.digest, "model": self.model,
-                "release": self.release, "base_model": self.base_model.ref,
+                "release": self.release, "base_model": self.base_model.ref if self.base_model else None,
                 "datasets": [d.ref for d in self.datasets], "training": self.training.as_dict(),
                 "gate": self.gate.as_dict(), "license": self.license, "architecture": self.architecture,
                 "overrides": self.overrides}
@@ -221,7 +223,7 @@ def _check_ranges(params: Any, where: str, path: Path | None) -> None:
         return ReleaseSpecError(f"{where}.{name}: {why}", artifact=path)
 
     if isinstance(params, TrainingParams):
-        if params.epochs < 1 or params.batch_size < 1 or params.image_size < 8:
+        if params.epochs < 1 or params.batch_size < 1 or params.image_size < 8 or params.hidden_units < 1:
             raise bad("epochs/batch_size/image_size", "must be positive (image_size at least 8)")
         if not 0 < params.holdout_fraction < 1:
             raise bad("holdout_fraction", "must be between 0 and 1")
@@ -276,7 +278,8 @@ def _parse_release_spec(text: bytes, *, path: Path | None = None) -> ReleaseSpec
     return ReleaseSpec(
         model=model,
         release=release,
-        base_model=_input(data.get("base_model"), "base-model", "base_model", path),
+        base_model=(_input(data["base_model"], "base-model", "base_model", path)
+                    if data.get("base_model") is not None else None),
         datasets=datasets,
         training=_params(TrainingParams, data.get("training"), "training", path),
         gate=_params(GatePolicy, data.get("gate"), "gate", path),

@@ -24,15 +24,16 @@ import yaml
 
 from integrity.errors import CairnError, UsageError
 from integrity.intake.ingest import Ingestion
+from integrity.release import recipes
 from integrity.release.bom import build_bom, validate_bom
 from integrity.release.bundle import ReleaseGateError, next_sequence, verify_bundle, write_bundle
-from integrity.release.evaluation import GateResult, Trigger, evaluate, load_gate_result, load_triggers, scan_triggers
+from integrity.release.evaluation import GateResult, Trigger, load_gate_result, load_triggers, scan_triggers
 from integrity.release.findings import BundleReport
 from integrity.release.inputs import AttestedInput, resolve_inputs
 from integrity.release.provenance import ReleaseContext, build_lineage, build_provenance, render_svg
 from integrity.release.revocation import RevocationList
 from integrity.release.spec import ReleaseSpec
-from integrity.release.training import TrainingRun, fine_tune, load_training_run, read_model
+from integrity.release.training import TrainingRun, load_training_run, read_model
 from integrity.safeio import parse_yaml
 from integrity.trust.methods.key import KeySigner
 from integrity.trust.methods.sigstore import KeylessSigner
@@ -161,8 +162,8 @@ class ReleaseWork:
 
     def train(self, run_id: str | None = None) -> TrainingRun:
         run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-        run = fine_tune(self.spec, self.inputs(), self.work_dir, run_id=run_id, store=self.ingestion.store,
-                        log=self.log)
+        run = recipes.train(self.spec, self.inputs(), self.work_dir, run_id=run_id, store=self.ingestion.store,
+                            log=self.log)
         # Paths are kept relative to the work folder, so a home can be moved or copied.
         self._save(training_run=run.run_id, training_record=run.record_key, evaluation=None)
         return run
@@ -183,7 +184,7 @@ class ReleaseWork:
     def evaluate(self, extra_triggers: Sequence[Trigger] = ()) -> GateResult:
         run = self.current_run()
         reversed_by_scans = scan_triggers(run, self.ingestion.store, self.ingestion.home)
-        result = evaluate(run, self.spec.gate, triggers=[*self.triggers(), *reversed_by_scans, *extra_triggers],
+        result = recipes.evaluate(run, self.spec.gate, triggers=[*self.triggers(), *reversed_by_scans, *extra_triggers],
                           store=self.ingestion.store, log=self.log)
         self._save(evaluation=str(Path(str(result.record_path)).relative_to(self.work_dir)))
         return result

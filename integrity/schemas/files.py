@@ -42,7 +42,7 @@ class CatalogFile(Strict):
 
     version: Literal[1]
     policy: str = Field(description="the trust policy, relative to the catalog root")
-    sources: Annotated[dict[SourceName, CatalogSource], Field(min_length=1)]
+    sources: dict[SourceName, CatalogSource] = {}
     description: str | None = None
     root: str | None = None
     suites: str | None = None
@@ -117,6 +117,7 @@ class TrainingSection(Strict):
     freeze_blocks: Annotated[int, Field(ge=0)] | None = None
     batchnorm_momentum: Annotated[float, Field(ge=0, le=1)] | None = None
     max_steps: Annotated[int, Field(ge=1)] | None = None
+    hidden_units: Annotated[int, Field(ge=1)] = 64
 
 
 class GateSection(Strict):
@@ -142,7 +143,8 @@ class ReleaseSpecFile(Strict):
     version: Literal[1]
     model: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,127}$")]
     release: str = Field(description="the version, e.g. 1.0.0 or 1.0.{sequence}")
-    base_model: InputName
+    base_model: InputName | None = Field(None, description="the foundation model fine-tuned (image recipes); "
+                                                          "omitted for recipes that train from scratch (tabular-mlp)")
     datasets: Annotated[list[InputName], Field(min_length=1)]
     training: TrainingSection | None = None
     gate: GateSection | None = None

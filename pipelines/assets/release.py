@@ -79,14 +79,16 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
     trained_key, evaluated_key, released_key = (release_asset_key(spec, s) for s in ("fine_tuned", "evaluated",
                                                                                      "released"))
 
+    how = f"fine-tune {spec.base_model.ref}" if spec.base_model else f"train {spec.architecture}"
+
     @dg.asset(
         key=trained_key,
         deps=[input_asset_key(ref) for ref in spec.inputs],
         group_name=RELEASE_GROUP,
         kinds={"cairn", "pytorch"},
         tags={**tags, "cairn/stage": "fine_tuned"},
-        description=f"{spec.model}: fine-tune {spec.base_model.ref} on {', '.join(d.ref for d in spec.datasets)}, "
-                    "only from inputs with passing verification and validation records, re-hashed at load.",
+        description=f"{spec.model}: {how} on {', '.join(d.ref for d in spec.datasets)}, only from inputs with "
+                    "passing verification and validation records, re-hashed at load.",
         metadata={"release_spec": str(spec.path), "release_spec_digest": spec.digest},
     )
     def _fine_tuned(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]

@@ -74,8 +74,9 @@ def test_unknown_top_level_field_and_version(tmp_path: Path) -> None:
         parse_catalog(b"version: 1\npolicy: p.yaml\nsources: {}\nextra: 1\n")
     with pytest.raises(CatalogError, match="unsupported catalog version"):
         parse_catalog(b"version: 7\npolicy: p.yaml\nsources: {}\n")
-    with pytest.raises(CatalogError, match="non-empty mapping"):
-        parse_catalog(b"version: 1\npolicy: p.yaml\nsources: {}\n")
+    assert list(parse_catalog(b"version: 1\npolicy: p.yaml\nsources: {}\n")) == []  # a new project's catalog
+    with pytest.raises(CatalogError, match="must be a mapping"):
+        parse_catalog(b"version: 1\npolicy: p.yaml\nsources: [a]\n")
     with pytest.raises(CatalogError, match="not valid YAML"):
         parse_catalog(b"version: [1\n")
 

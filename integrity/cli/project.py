@@ -1,0 +1,209 @@
+"""``cairn init DIR``: a user project, and ``cairn policy add``: who may sign a source, without editing YAML.
+
+A project is a folder with a project file (``cairn.yaml``) that every command run inside it reads:
+its catalog, trust policy, release policy, suites and release specs are the defaults there, and
+nothing of the demo is loaded. ``cairn init`` writes each file with what to edit in it, a
+``workspace.yaml`` for Dagster, and the release signing key (in the home, never in the project's
+files under version control). It refuses a folder that already holds a project.
+"""
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from integrity.cli.common import AddCommand, emit
+from integrity.errors import EXIT_OK, UsageError
+
+CATALOG = """\
+# The sources this project ingests. Each entry is one vendor drop; `cairn catalog check catalog.yaml`
+# validates the file. URIs are relative to this folder (root: .), or file://, s3://, https://.
+version: 1
+description: {name}'s third-party datasets and foundation models
+policy: trust-policy.yaml   # who may sign each source (`cairn policy add trust-policy.yaml SOURCE --key PUB`)
+root: .
+suites: suites
+sources: {{}}
+# Examples (remove the braces above, then uncomment and edit):
+#   chest-xrays:
+#     kind: dataset
+#     uri: drops/chest-xrays           # a folder: images.npy + labels.npy, an .npz, or PNG/JPEG + labels.csv
+#     format: npz                      # npy, npz, image-folder, csv, tsv, jsonl, parquet, dicom
+#     license: CC-BY-4.0
+#     origin: https://vendor.example/chest-xrays
+#     suite: chest-xrays.json          # in suites/; declares the pixel range: "images": {{"range": [0, 255]}}
+#     scan_profile: images             # images or tabular are screened; text, imaging: no screen yet
+#   heart-failure:
+#     kind: dataset
+#     uri: drops/heart-failure
+#     format: csv
+#     license: CC-BY-4.0
+#     origin: https://vendor.example/heart-failure
+#     suite: heart-failure.json        # its "label": {{"column": "DEATH_EVENT"}} is what the screen checks
+#     scan_profile: tabular
+#   backbone:
+#     kind: model
+#     uri: drops/backbone
+#     format: auto                     # pytorch, safetensors, onnx, numpy, auto
+#     license: Apache-2.0
+#     origin: https://vendor.example/backbone
+#     scan_profile: image-classifier   # backdoor-scanned, probed with samples of its image dataset
+"""
+
+TRUST_POLICY = """\
+# Who may sign each catalog source. Add a publisher with
+#   cairn policy add trust-policy.yaml SOURCE --key vendor.pub              (a pinned key)
+#   cairn policy add trust-policy.yaml SOURCE --identity ID --issuer URL    (Sigstore keyless)
+version: 1
+description: {name}'s trust policy
+sources: {{}}
+"""
+
+RELEASE_POLICY = """\
+# Who may sign each model's releases (an ordinary trust policy keyed by model name). For a new model:
+#   cairn policy add release-policy.yaml MODEL --key .cairn/keys/release.pub
+version: 1
+description: {name}'s release policy
+sources: {{}}
+"""
+
+WORKSPACE = """\
+# Serve this project in Dagster: `dagster dev -w workspace.yaml`, from this folder.
+load_from:
+  - python_module:
+      module_name: pipelines.definitions
+      attribute: defs
+      working_directory: .
+"""
+
+README = """\
+# {name}: a Cairn project
+
+Every `cairn` command run in this folder reads `cairn.yaml`: the files below are its defaults, and
+nothing of Cairn's demo is loaded.
+
+| file | what to edit |
+|---|---|
+| `catalog.yaml` | one entry per vendor drop (dataset or model): where it is, its format, suite and scan profile |
+| `trust-policy.yaml` | who may sign each source: `cairn policy add trust-policy.yaml SOURCE --key PUB` |
+| `suites/*.json` | one suite per dataset: `label.column` (tables), `images.range` (images) |
+| `releases/*.yaml` | one spec per model: inputs (`SOURCE/screened`), `architecture`, gate, card |
+| `release-policy.yaml` | who signs releases: `cairn policy add release-policy.yaml MODEL --key KEY.pub` |
+| `workspace.yaml` | Dagster: `dagster dev -w workspace.yaml` |
+
+The Cairn home is `.cairn/` (drops fetched, attested copies, the store, keys, releases); keep it out of
+version control. The release signing key is `.cairn/keys/release.key`.
+
+Without Dagster:
+
+    cairn catalog check catalog.yaml
+    cairn ingest run --source SOURCE     # fetch, verify, validate, attest
+    cairn screen --source SOURCE         # the poisoning screen (models: the backdoor scan)
+    cairn release --spec releases/MODEL.yaml
+"""
+
+
+def init_project(folder: Path, name: str | None = None) -> list[Path]:
+    """Write a new project into ``folder`` (created if missing); returns the files written."""
+    from integrity.trust.signing import atomic_write, generate_key_pair
+
+    folder = folder.resolve()
+    if (folder / "cairn.yaml").exists():
+        raise UsageError("a Cairn project is already here", artifact=folder / "cairn.yaml",
+                         advice="Edit its files, or choose an empty folder.")
+    name = name or folder.name
+    files = {
+        "cairn.yaml": "# Cairn project settings (flags and environment variables win; see the README of Cairn).\n"
+                      "home: .cairn\ncatalog: catalog.yaml\nrelease_spec: releases\n"
+                      "release_policy: release-policy.yaml\nsuites: suites\n",
+        "catalog.yaml": CATALOG.format(name=name),
+        "trust-policy.yaml": TRUST_POLICY.format(name=name),
+        "release-policy.yaml": RELEASE_POLICY.format(name=name),
+        "workspace.yaml": WORKSPACE,
+        "README.md": README.format(name=name),
+        ".gitignore": ".cairn/\n",
+    }
+    existing = [n for n in files if (folder / n).exists()]
+    if existing:
+        raise UsageError(f"would overwrite {', '.join(existing)}", artifact=folder, advice="Choose an empty folder.")
+    written = []
+    for sub in ("suites", "releases", "drops", ".cairn/keys"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for relative, text in files.items():
+        atomic_write(folder / relative, text.encode())
+        written.append(folder / relative)
+    private, public = folder / ".cairn" / "keys" / "release.key", folder / ".cairn" / "keys" / "release.pub"
+    if not private.exists():
+        generate_key_pair(private, public)
+    return [*written, public]
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    written = init_project(Path(args.dir), args.name)
+    emit(args, {"project": str(Path(args.dir).resolve()), "files": [str(p) for p in written]},
+         "\n".join([f"created the Cairn project {Path(args.dir).resolve()}:"]
+                   + [f"  {p}" for p in written] + ["next: add a source to catalog.yaml (see README.md there)"]))
+    return EXIT_OK
+
+
+def cmd_policy_add(args: argparse.Namespace) -> int:
+    """Add a signer to a source's entry (created if new) in a trust or release policy, atomically."""
+    from integrity.safeio import parse_yaml
+    from integrity.trust.policy import load_policy
+    from integrity.trust.signing import atomic_write, key_fingerprint, load_public_key
+
+    path = Path(args.policy)
+    try:
+        data = parse_yaml(path.read_bytes(), artifact=path) or {}
+    except OSError as exc:
+        raise UsageError(f"cannot read the policy: {exc.strerror or exc}", artifact=path) from exc
+    if not isinstance(data, dict):
+        raise UsageError("a policy is a mapping", artifact=path)
+    if bool(args.key) == bool(args.identity or args.issuer):
+        raise UsageError("name the signer: --key PUB, or --identity with --issuer (Sigstore)")
+    if args.key:
+        public = Path(args.key)
+        shown = str(public.resolve().relative_to(path.parent.resolve())) if public.resolve().is_relative_to(
+            path.parent.resolve()) else str(public.resolve())
+        signer = {"key": {"fingerprint": key_fingerprint(load_public_key(public)), "public_key": shown}}
+    else:
+        if not (args.identity and args.issuer):
+            raise UsageError("Sigstore signers need both --identity and --issuer")
+        signer = {"sigstore": {"identity": args.identity, "issuer": args.issuer}}
+    sources = data.setdefault("sources", {}) or {}
+    data["sources"] = sources
+    entry = sources.setdefault(args.source, {"description": args.description or f"who may sign {args.source}",
+                                             "signers": []})
+    if signer not in entry.setdefault("signers", []):
+        entry["signers"].append(signer)
+    data["version"] = int(data.get("version", 1))
+    text = yaml.safe_dump(data, sort_keys=False).encode()
+    staged = path.with_name(f".{path.name}.new")
+    atomic_write(staged, text)
+    try:
+        load_policy(staged)  # the result must load: a broken policy is never written in place
+    except Exception:
+        staged.unlink(missing_ok=True)
+        raise
+    staged.replace(path)
+    emit(args, {"policy": str(path), "source": args.source, "signer": signer},
+         f"{path}: {args.source} may now be signed by {signer}")
+    return EXIT_OK
+
+
+def register(add: AddCommand) -> None:
+    p = add("init", cmd_init, "create a Cairn project (catalog, policies, suites, release specs, Dagster workspace)")
+    p.add_argument("dir", help="the project folder (created if missing)")
+    p.add_argument("--name", help="the project's name (default: the folder's)")
+
+
+def register_policy(policy_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    c = policy_sub.add_parser("add", help="let a signer sign a source (trust policy) or a model (release policy)")
+    c.set_defaults(handler=cmd_policy_add)
+    c.add_argument("policy", help="the policy YAML to change")
+    c.add_argument("source", help="catalog source (or model name, in a release policy)")
+    c.add_argument("--key", help="the signer's public key (PEM)")
+    c.add_argument("--identity", help="Sigstore identity (e-mail or workflow URI)")
+    c.add_argument("--issuer", help="Sigstore OIDC issuer URL")
+    c.add_argument("--description", help="the entry's description, when it is new")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
