@@ -2,7 +2,7 @@
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,8 @@ class AttestedInput:
     conversions: tuple[Mapping[str, Any], ...] = ()
     #: Why no scan stands between this input and training, when none does (recorded in release.json).
     scan_decision: Mapping[str, Any] | None = None
+    #: How a recipe reads it: the catalog format and the suite validated against (path and digest).
+    reading: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -209,6 +211,8 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         policy=dict(vpred.get("policy") or {}), signer=dict(vpred.get("signer") or {}),
         license=source.license, origin=source.origin, catalog=dict(ipred.get("catalog") or {}),
         asset_key=(source.key, "attested"), conversions=conversions, scan_decision=decision,
+        reading={"format": source.format, "suite": str(source.suite) if source.suite else None,
+                 "suite_digest": result.get("suite_digest")},
     )
     if ref.stage == "screened":
         attested = _screened(ingestion, attested, logged)

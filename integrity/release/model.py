@@ -82,11 +82,19 @@ class ImageData:
     class_names: tuple[str, ...]
 
 
-def _suite_of(read: ReadInput) -> Any:
+def suite_of(read: ReadInput) -> Any:
+    """The expectation suite the input was validated against (refused if it changed since)."""
     from integrity.scans.datasets import load_suite
 
-    suite = read.input.catalog.get("suite")
-    return load_suite(Path(suite)) if suite else None
+    path = read.input.reading.get("suite")
+    if not path:
+        return None
+    suite = load_suite(Path(path))
+    if suite.digest != read.input.reading.get("suite_digest"):
+        raise UsageError(f"{read.input.name}: its suite changed since it was validated ({suite.digest}, validated "
+                         f"with {read.input.reading.get('suite_digest')})", artifact=path,
+                         advice="Ingest the source again so that it is validated against the suite in force.")
+    return suite
 
 
 def _ordered(names: set[str]) -> list[str]:
@@ -108,7 +116,7 @@ def image_dataset(reads: Sequence[ReadInput]) -> ImageData:
 
     scaled, named, ranges = [], [], []
     for read in reads:
-        suite = _suite_of(read)
+        suite = suite_of(read)
         try:
             images = read_images(read.files, where=read.input.path)
         except ArtifactReadError as exc:
@@ -201,10 +209,11 @@ def build_model(architecture: str, num_classes: int, image_size: int) -> "torch.
     return factory(architecture, num_classes, image_size)
 
 
-def _efficientnet_lite(architecture: str, num_classes: int, image_size: int) -> "torch.nn.Module":
-    """The classifier as trained and served: ImageNet normalization, then EfficientNet-Lite."""
+def _registered_backbone(architecture: str, num_classes: int, image_size: int) -> "torch.nn.Module":
+    """The classifier as trained and served: ImageNet normalization, then the registered backbone."""
     import torch
-    from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+
+    from integrity.scans.poisoning.backbones import get_backbone
 
     class Normalized(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:
@@ -219,28 +228,37 @@ def _efficientnet_lite(architecture: str, num_classes: int, image_size: int) -> 
             return result
 
     try:
-        net = EfficientNet.from_name(architecture, num_classes=num_classes, image_size=image_size)
-    except ValueError as exc:
+        net = get_backbone(architecture).build(num_classes, image_size)
+    except (ValueError, ArtifactReadError) as exc:
         raise UsageError(f"unknown architecture {architecture!r}: {exc}") from exc
     return Normalized(net)
 
 
 def backbone(model: "torch.nn.Module") -> Any:
-    """The EfficientNet inside the normalizing wrapper (its state dict is what is released)."""
+    """The backbone inside the normalizing wrapper (its state dict is what is released)."""
     return model.get_submodule("net")
 
 
-def load_backbone(model: "torch.nn.Module", weights: Mapping[str, "torch.Tensor"], where: str) -> list[str]:
+def head_prefix(architecture: str) -> str:
+    from integrity.scans.poisoning.backbones import get_backbone
+
+    return get_backbone(architecture).head
+
+
+def load_backbone(model: "torch.nn.Module", weights: Mapping[str, "torch.Tensor"], where: str,
+                  architecture: str = "efficientnet-lite0") -> list[str]:
     """Load pretrained weights into everything but the new classifier head; returns the head's keys."""
+    head = head_prefix(architecture)
     net = backbone(model)
     own = net.state_dict()
-    pretrained = {k: v for k, v in weights.items() if not k.startswith("_fc.")}
+    pretrained = {k: v for k, v in weights.items() if not k.startswith(head)}
     missing = sorted(set(own) - set(pretrained))
     unexpected = sorted(set(pretrained) - set(own))
     mismatched = sorted(k for k in set(own) & set(pretrained) if own[k].shape != pretrained[k].shape)
-    if unexpected or mismatched or any(not k.startswith("_fc.") for k in missing):
-        raise UsageError(f"the base model's weights do not fit the architecture (missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]})", artifact=where)
+    if unexpected or mismatched or any(not k.startswith(head) for k in missing):
+        raise UsageError(f"the base model's weights do not fit {architecture} (missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]})", artifact=where,
+                         advice="Name the base model's architecture in the release spec (architecture:).")
     net.load_state_dict(pretrained, strict=False)
     return missing
 
@@ -248,10 +266,14 @@ def load_backbone(model: "torch.nn.Module", weights: Mapping[str, "torch.Tensor"
 def model_config(spec: ReleaseSpec, data: ImageData, source_shape: Sequence[int]) -> dict[str, Any]:
     from importlib.metadata import version
 
+    from integrity.scans.poisoning.backbones import get_backbone
+
+    found = get_backbone(spec.architecture)
+    library = found.library
     return {
         "architecture": spec.architecture,
-        "framework": {"library": "efficientnet-lite-pytorch", "version": version("efficientnet-lite-pytorch"),
-                      "state_dict_prefix": "", "head": "_fc"},
+        "framework": {"library": library, "version": version(library),
+                      "state_dict_prefix": "", "head": found.head.rstrip(".")},
         "num_classes": len(data.class_names),
         "class_names": list(data.class_names),
         "input": {"shape": [3, spec.training.image_size, spec.training.image_size], "dtype": "float32",
@@ -267,5 +289,11 @@ def model_config(spec: ReleaseSpec, data: ImageData, source_shape: Sequence[int]
     }
 
 
-for _size in range(5):
-    register_architecture(f"efficientnet-lite{_size}", _efficientnet_lite)
+def _register_backbones() -> None:
+    from integrity.scans.poisoning.backbones import backbones
+
+    for name in backbones():
+        register_architecture(name, _registered_backbone)
+
+
+_register_backbones()

@@ -51,19 +51,18 @@ def table_dataset(reads: Sequence[ReadInput]) -> TableData:
     """One table from the datasets' hashed bytes (they must share columns and the label column)."""
     import pandas as pd
 
-    from integrity.scans.datasets import load_suite
+    from integrity.release.model import suite_of
     from integrity.scans.samples import table_format
     from integrity.scans.tables import TABLE_FORMATS, features, read_table
 
     frames, labels = [], set()
     for read in reads:
-        suite_path = read.input.catalog.get("suite")
-        suite = load_suite(Path(suite_path)) if suite_path else None
+        suite = suite_of(read)
         if suite is None or not suite.label_column:
             raise UsageError(f"{read.input.name}: the tabular recipe needs the label column, named in the dataset's "
                              "suite (label.column)", artifact=read.input.name)
         labels.add(suite.label_column)
-        fmt = str(read.input.catalog.get("format") or "")
+        fmt = str(read.input.reading.get("format") or "")
         if fmt not in TABLE_FORMATS or not any(n.lower().endswith(TABLE_FORMATS[fmt]) for n in read.files):
             fmt = table_format(read.files, None)  # the screened copy is one CSV whatever the drop's format
         try:

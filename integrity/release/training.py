@@ -198,12 +198,14 @@ def fine_tune(
     pixels = to_pixels(data.images, params.image_size)
     labels = torch.as_tensor(data.labels)
     model = build_model(spec.architecture, len(data.class_names), params.image_size)
-    new_head = load_backbone(model, weights, str(base.path / weights_name))
+    new_head = load_backbone(model, weights, str(base.path / weights_name), spec.architecture)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = params.batchnorm_momentum
     net = backbone(model)
-    frozen = [net._conv_stem, net._bn0, *list(net._blocks)[: params.freeze_blocks]]
+    from integrity.scans.poisoning.backbones import get_backbone
+
+    frozen = get_backbone(spec.architecture).frozen(net, params.freeze_blocks)
     for module in frozen:
         for parameter in module.parameters():
             parameter.requires_grad_(False)

