@@ -401,7 +401,7 @@ def new_world() -> World:
 
 # -- kill -9 during ingestion (fetch, verify, validate, attest) --------------------------------------------
 
-INGEST_SOURCE = "breast-cancer"
+INGEST_SOURCE = "ct-mr-dicom"  # a dataset no screen applies to: its attestation alone makes it a training input
 
 
 def _staged_home(root: Path) -> Path:

@@ -42,7 +42,8 @@ def test_the_demo_spec_resolves(home: Path, demo: ReleaseDemo, tmp_path: Path) -
     ("digits/screened", "digits/attested", "name it digits/screened"),
     ("efficientnet-lite0/backdoor_scanned", "efficientnet-lite0", "name it efficientnet-lite0/backdoor_scanned"),
     ("efficientnet-lite0/backdoor_scanned", "efficientnet-lite0/attested", "must pass its backdoor scan"),
-    ("digits/screened", "breast-cancer/screened", "no 'screened' scan applies to 'breast-cancer'"),
+    ("digits/screened", "ct-mr-dicom/screened", "no 'screened' scan applies to 'ct-mr-dicom'"),
+    ("digits/screened", "breast-cancer", "must pass its poisoning screen"),  # tables are screened too
     ("digits/screened", "digits-vendor-b/screened", "the poisoning screen did not pass"),
     ("digits/screened", "digits-vendor-b", "must pass its poisoning screen"),
 ])
