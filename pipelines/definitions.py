@@ -1,5 +1,8 @@
 """The code location: one set of gated assets per catalog source, plus jobs, schedule and sensors."""
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import dagster as dg
 
 from integrity.intake.catalog import Catalog
@@ -11,20 +14,28 @@ from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
 from pipelines.sensors import build_drop_sensor, explain_failed_runs
 
+INGEST_JOB = "ingest_sources"
+RELEASE_JOB = "release_models"
 
-def build_definitions(catalog: Catalog, resource: CairnResource | None = None) -> dg.Definitions:
-    """Everything Dagster serves for one catalog (tests build it for their own catalogs)."""
+
+def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
+                      specs: Sequence[Path] | None = None) -> dg.Definitions:
+    """Everything Dagster serves for one catalog (tests build it for their own catalogs).
+
+    Assets are grouped by source (one group per catalog source, its stages in order) and the release
+    assets in one group; the named jobs are what the demo, the drop sensor and users run.
+    """
     sources = list(catalog)
     ingest_job = dg.define_asset_job(
-        "ingest_sources",
-        selection=dg.AssetSelection.groups("datasets", "models", "screening"),
+        INGEST_JOB,
+        selection=dg.AssetSelection.groups(*(s.key for s in sources), "invalid_catalog_entries"),
         description="Fetch, verify, validate and attest catalog sources (the drop sensor runs it per source).",
         tags={"cairn/job": "ingest"},
     )
     reverify_job, nightly_schedule = build_nightly_reverify(sources)
-    _, release_assets = load_release_assets()
+    _, release_assets = load_release_assets(specs)
     release_job = dg.define_asset_job(
-        "release_models",
+        RELEASE_JOB,
         selection=dg.AssetSelection.groups(RELEASE_GROUP),
         description="Fine-tune from attested inputs, run the release gate, and write the signed release bundle.",
         tags={"cairn/job": "release"},

@@ -6,7 +6,7 @@ Runs are recorded in ``<home>/dagster`` (SQLite), so ``dagster dev`` pointed at 
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -21,23 +21,34 @@ from pipelines.resources import DEMO_CATALOG, CairnResource
 
 def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: str = "CRITICAL"
                         ) -> dg.ExecuteInProcessResult:
-    """One Dagster run over every source; failed gates skip only their own source's later steps."""
-    from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
+    """One run of the named job ``ingest_sources`` over every source; failed gates skip only their own
+    source's later steps."""
+    from pipelines.definitions import INGEST_JOB, build_definitions
 
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     sources = load_catalog(catalog, root=home, strict=False)
-    assets = [asset for source in sources for asset in build_source_assets(source)]
-    assets += [build_invalid_entry_asset(name, error) for name, error in sources.invalid.items()]
-    from pipelines.assets.screening import build_screening_assets
-
-    assets += build_screening_assets(sources)
-    return dg.materialize(
-        assets,
+    defs = build_definitions(sources, CairnResource(home=str(home), catalog=str(catalog)), specs=[])
+    return defs.resolve_job_def(INGEST_JOB).execute_in_process(
         instance=instance,
-        resources={"cairn": CairnResource(home=str(home), catalog=str(catalog))},
         raise_on_error=False,
         tags={"cairn/trigger": "demo"},
         # The summary table says what happened; the full event log is in the Dagster UI.
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+
+
+def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | None = None,
+                         log_level: str = "CRITICAL") -> dg.ExecuteInProcessResult:
+    """One run of the named job ``release_models`` (the ingestion assets are upstream, already materialized)."""
+    from pipelines.definitions import RELEASE_JOB, build_definitions
+
+    instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
+    sources = load_catalog(catalog, root=home, strict=False)
+    defs = build_definitions(sources, CairnResource(home=str(home), catalog=str(catalog)), specs=specs)
+    return defs.resolve_job_def(RELEASE_JOB).execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags={"cairn/trigger": "demo", "cairn/job": "release"},
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
 
@@ -115,7 +126,7 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
 
 def release_demo(home: Path, catalog: Path = DEMO_CATALOG) -> list[dict[str, object]]:
     """Fine-tune, gate and release every release spec through Dagster; one summary row per model."""
-    from pipelines.assets.release import load_release_assets, materialize_releases, release_asset_key
+    from pipelines.assets.release import load_release_assets, release_asset_key
 
     specs, _ = load_release_assets()
     result = materialize_releases(home, catalog)

@@ -84,7 +84,7 @@ def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=deps,
-        group_name=f"{source.kind}s",
+        group_name=source.key,  # one group per source: the UI's graph shows whose fetched/verified/... it is
         description=f"{source.name}: {guarantee}",
         kinds={"cairn", source.kind},
         tags={"cairn/source": source.key, "cairn/stage": stage},

@@ -230,25 +230,3 @@ def load_release_assets(paths: Sequence[Path] | None = None) -> tuple[list[Relea
 
 def release_asset_keys(specs: Sequence[ReleaseSpec]) -> list[dg.AssetKey]:
     return [release_asset_key(s, stage) for s in specs for stage in ("fine_tuned", "evaluated", "released")]
-
-
-def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | None = None,
-                         log_level: str = "CRITICAL") -> dg.ExecuteInProcessResult:
-    """One Dagster run over the release assets (the ingestion assets are upstream, already materialized)."""
-    from integrity.intake.catalog import load_catalog
-    from pipelines.assets.ingestion import build_source_assets
-    from pipelines.instance import dagster_home
-
-    instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
-    sources = load_catalog(catalog, root=home, strict=False)
-    upstream = [asset for source in sources for asset in build_source_assets(source)]
-    _, assets = load_release_assets(specs)
-    return dg.materialize(
-        [*upstream, *assets],
-        selection=[key for a in assets for key in a.keys],
-        instance=instance,
-        resources={"cairn": CairnResource(home=str(home), catalog=str(catalog))},
-        raise_on_error=False,
-        tags={"cairn/trigger": "demo", "cairn/job": "release"},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-    )

@@ -86,7 +86,7 @@ def build_model_scan_asset(model: Source, datasets: list[Source]) -> dg.AssetsDe
     images = [probe] if probe is not None else []
 
     @dg.asset(key=key, deps=[asset_key(model, "attested"), *(asset_key(d, "attested") for d in images)],
-              group_name="screening",
+              group_name=model.key,
               description=f"{model.name}: backdoor scan of the attested foundation model (reverse-engineered "
                           "minimal trigger per embedding region, outlier test).",
               kinds={"cairn", "model"}, tags={"cairn/source": model.key, "cairn/stage": "backdoor_scanned"},
@@ -109,7 +109,7 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
     key = asset_key(dataset, "screened")
     deps = [asset_key(dataset, "attested")] + ([asset_key(model, "backdoor_scanned")] if model else [])
 
-    @dg.asset(key=key, deps=deps, group_name="screening",
+    @dg.asset(key=key, deps=deps, group_name=dataset.key,
               description=f"{dataset.name}: poisoning scan (label flips, backdoor triggers, clean-label poisons) "
                           "with the attested foundation model; the filtered dataset is stored as trusted.",
               kinds={"cairn", "dataset"}, tags={"cairn/source": dataset.key, "cairn/stage": "screened"},

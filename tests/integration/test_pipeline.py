@@ -54,6 +54,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dg.E
     catalog = home / "catalog.yaml"
     catalog.write_text(DEMO_CATALOG.read_text() + EXTRA_SOURCES)
     result = materialize_catalog(home, catalog)
+    assert result.job_def.name == "ingest_sources"  # the named job, not __ephemeral_asset_job__
     return home, catalog, result
 
 

@@ -120,7 +120,7 @@ def test_model_failing_the_release_gate_is_not_released(home: Path, demo: Releas
 
 def test_failed_gate_stops_the_release_in_dagster_with_its_reason(home: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.assets.release import materialize_releases
+    from pipelines.demo import materialize_releases
 
     monkeypatch.setenv("CAIRN_HOME", str(home))  # materialize_releases points the code location at the home
     strict = tiny_spec(tmp_path / "strict.yaml", min_clean_accuracy=1.0)

@@ -79,7 +79,7 @@ def test_asset_graph_is_served(webserver) -> None:
     assert all(key in nodes for key in chain)
     for upstream, downstream in itertools.pairwise(chain):
         assert list(upstream) in [d["path"] for d in nodes[downstream]["dependencyKeys"]]
-    assert nodes[("efficientnet_lite0", "attested")]["groupName"] == "models"
+    assert nodes[("efficientnet_lite0", "attested")]["groupName"] == "efficientnet_lite0"  # one group per source
     checks = nodes[("breast_cancer", "verified")]["assetChecksOrError"]["checks"]
     assert {"name": "signature_verified", "blocking": True} in checks
 
