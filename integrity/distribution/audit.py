@@ -192,6 +192,11 @@ def render_text(report: AuditReport) -> str:
         lines.append(f"  signer {signer.get('method')} {signer.get('key_fingerprint') or signer.get('identity') or ''}")
     lines.append(f"  release policy {report.policy.path or 'pinned key'} ({report.policy.digest}); "
                  f"revocations {report.revocations}")
+    if index.get("inputs"):
+        lines.append("")
+        lines.append("Inputs (who signed each, by the policy rule it matched):")
+        for item in index.get("inputs") or []:
+            lines.append(f"  {item.get('name')} ({item.get('role', '')}): {item.get('signer', 'signer not recorded')}")
     lines.append("")
     lines.append("Lineage" + ("" if report.lineage_verified else " (UNVERIFIED: lineage.json did not verify)") + ":")
     if report.lineage:
@@ -236,8 +241,9 @@ def render_html(report: AuditReport) -> str:
             graph = render_svg(report.lineage).decode()  # redrawn by Cairn: nothing from the bundle is inlined raw
         except (KeyError, TypeError, ValueError) as exc:
             graph = f"<p>unreadable lineage graph: {esc(str(exc))}</p>"
-    inputs = [[i.get("name"), i.get("kind"), i.get("role", ""), i.get("digest"), i.get("used_digest", ""),
-               i.get("verification_record"), i.get("policy_digest", "")] for i in index.get("inputs") or []]
+    inputs = [[i.get("name"), i.get("kind"), i.get("role", ""), i.get("signer", "(not recorded)"), i.get("digest"),
+               i.get("used_digest", ""), i.get("verification_record"), i.get("policy_digest", "")]
+              for i in index.get("inputs") or []]
     gates = [[name, gate.get("passed"), gate.get("reason", ""), gate.get("clean_accuracy", "")]
              for name, gate in (index.get("gates") or {}).items()]
     documents = ""
@@ -275,7 +281,8 @@ Signer: <code id="signer">{esc(str(signer.get('method', '?')))} {esc(str(signer.
 <h2>Checks</h2>
 {_table(["result", "file", "check", "detail"], [_finding_row(f) for f in report.audit.findings])}
 <h2>Inputs</h2>
-{_table(["name", "kind", "role", "digest", "used digest", "verification record", "trust policy"], inputs)}
+{_table(["name", "kind", "role", "signer (policy rule it matched)", "digest", "used digest", "verification record",
+          "trust policy"], inputs)}
 <h2>Gates</h2>
 {_table(["gate", "passed", "reason", "clean accuracy"], gates)}
 <h2>Documents</h2>

@@ -79,6 +79,7 @@ class AttestedInput:
             "validation_record": self.records.get("validation"),
             "ingestion_record": self.records.get("ingestion"),
             "policy_digest": self.policy.get("digest"),
+            "signer": signer_summary(self.signer, self.policy),
         }
         if self.digest != self.verified_digest:
             data["used_digest"] = f"sha256:{self.digest}"
@@ -89,6 +90,22 @@ class AttestedInput:
         if self.scan_decision:
             data["scan_decision"] = dict(self.scan_decision)
         return data
+
+
+def signer_summary(signer: Mapping[str, Any], policy: Mapping[str, Any]) -> str:
+    """Who signed an input, by the policy identity it matched: identity + issuer, key, or CA + identity."""
+    method = signer.get("method")
+    if method == "sigstore":
+        who = f"Sigstore {signer.get('identity')} (issuer {signer.get('issuer')})"
+    elif method == "key":
+        who = f"key {signer.get('key_fingerprint')}"
+    elif method == "certificate":
+        who = f"certificate {signer.get('identity')} (CA-pinned)"
+    else:
+        who = str(method or "unknown signer")
+    rule = signer.get("rule")
+    where = f"policy v{policy.get('version')} {policy.get('digest', '')}".strip()
+    return f"{who}; matched {rule} of {where}" if rule else f"{who}; {where}"
 
 
 def referenced_record(store: "ArtifactStore", key: Any, what: str, source: str,
@@ -208,7 +225,8 @@ def resolve_input(ingestion: "Ingestion", ref: InputRef, revocations: Revocation
         digest=usable, verified_digest=digest, expected_files=expected,
         records={"verification": summary.get("verification"), "validation": summary.get("validation"),
                  "ingestion": summary.get("record"), "conversions": [c.get("record") for c in conversions]},
-        policy=dict(vpred.get("policy") or {}), signer=dict(vpred.get("signer") or {}),
+        policy=dict(vpred.get("policy") or {}),
+        signer={**dict(vpred.get("signer") or {}), **({"rule": vpred["rule"]} if vpred.get("rule") else {})},
         license=source.license, origin=source.origin, catalog=dict(ipred.get("catalog") or {}),
         asset_key=(source.key, "attested"), conversions=conversions, scan_decision=decision,
         reading={"format": source.format, "suite": str(source.suite) if source.suite else None,

@@ -84,7 +84,8 @@ def release_signer(home: Path) -> Signer:
     key = settings.release_key
     if not key.is_file():
         raise UsageError("no release signing key", artifact=key,
-                         advice="Run `cairn demo` (it creates the demo release identity) or set CAIRN_RELEASE_KEY.")
+                         advice="`cairn init` creates a project's release key (`cairn key generate --out "
+                                "HOME/keys/release` creates one anywhere); or set CAIRN_RELEASE_KEY.")
     return KeySigner.from_file(key)
 
 
@@ -95,7 +96,12 @@ def release_policy_path(home: Path) -> Path:
 
 
 def load_release_policy(home: Path) -> TrustPolicy:
-    return load_policy(release_policy_path(home))
+    path = release_policy_path(home)
+    if not path.is_file():
+        raise UsageError("no release policy: nothing says who may sign this model's releases", artifact=path,
+                         advice=f"Create it with `cairn policy add {path} MODEL --key PUBLIC_KEY` (the release key "
+                                f"is {home / RELEASE_PUBLIC_KEY} after `cairn init`), or set $CAIRN_RELEASE_POLICY.")
+    return load_policy(path)
 
 
 def load_revocations(ingestion: Ingestion, release_policy: TrustPolicy, model: str) -> RevocationList:

@@ -94,6 +94,8 @@ class PolicyResult:
     reason: str
     #: "identity", "issuer", "signer" (unknown key/CA) or "" when ok.
     failure: str = ""
+    #: When ok: the policy rule the signer matched, in words (``signers[N] key sha256:...``).
+    rule: str = ""
 
     def __bool__(self) -> bool:
         return self.ok
@@ -195,9 +197,9 @@ class AnyOf(SignerRule):
         if not self.rules:
             return PolicyResult(False, "the policy allows no signers (an empty policy rejects everything)", "signer")
         results = [rule.check(evidence) for rule in self.rules]
-        for result in results:
+        for index, (rule, result) in enumerate(zip(self.rules, results, strict=True)):
             if result.ok:
-                return result
+                return PolicyResult(True, result.reason, "", result.rule or f"signers[{index}] {rule.describe()}")
         relevant = [r for r in results if r.failure in ("identity", "issuer")]
         best = relevant[0] if relevant else results[0]
         return PolicyResult(False, "; ".join(r.reason for r in results), best.failure)

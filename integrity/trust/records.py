@@ -33,6 +33,7 @@ def record_for_result(result: VerificationResult) -> dict[str, Any]:
             "artifact": {"path": str(result.artifact), "kind": result.kind},
             "method": result.evidence.method,
             "signer": result.evidence.as_dict(),
+            "rule": result.rule,
             "statement": result.statement_kind,
             "bundle": {"path": str(result.bundle), "sha256": result.bundle_digest},
             "source": result.source,

@@ -64,6 +64,8 @@ class VerificationResult:
     policy: dict[str, Any] | None = None
     reason: str = ""
     verified_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The policy rule the signer matched (``signers[N] ...`` of the source's entry).
+    rule: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class VerificationResult:
             "source": self.source,
             "policy": self.policy,
             "reason": self.reason,
+            "rule": self.rule,
             "verified_at": self.verified_at.isoformat(),
         }
 
@@ -239,6 +242,7 @@ def verify_artifact(
         policy=policy.describe() if policy else None,
         reason=decision.reason,
         verified_at=now,
+        rule=decision.rule,
     )
 
 

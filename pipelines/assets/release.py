@@ -64,10 +64,12 @@ def _record_link(cairn: CairnResource, key: str | None) -> str:
 
 
 def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
-    rows = ["| input | role | verified sha256 | used sha256 | signer | verification record |",
+    from integrity.release.inputs import signer_summary
+
+    rows = ["| input | role | verified sha256 | used sha256 | signer (policy rule it matched) | verification record |",
             "|---|---|---|---|---|---|"]
     for item in inputs:
-        signer = item.signer.get("identity") or item.signer.get("key_fingerprint") or item.signer.get("method")
+        signer = signer_summary(item.signer, item.policy).replace("|", "/")
         rows.append(f"| {item.name} | {item.ref.role} | `{item.verified_digest[:16]}…` | `{item.digest[:16]}…` | "
                     f"{signer} | {_record_link(cairn, item.records.get('verification'))} |")
     return "\n".join(rows)

@@ -170,6 +170,10 @@ def test_the_cli_ingests_screens_and_releases_the_users_sources(project: Path) -
             assert "digits" not in json.dumps(bom)
         audited = cairn(project, "audit", bundle)
         assert audited.returncode == 0, audited.stdout + audited.stderr
+        # who signed each input, by the rule of the trust policy it matched
+        signers = {i["name"]: i["signer"] for i in index["inputs"]}
+        assert all("matched signers[0] key sha256:" in s and "policy v1 sha256:" in s for s in signers.values())
+        assert f"{index['inputs'][0]['name']} (" in audited.stdout and "matched signers[0]" in audited.stdout
 
 
 SCRIPT = """
