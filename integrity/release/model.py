@@ -123,11 +123,10 @@ def image_dataset(reads: Sequence[ReadInput]) -> ImageData:
             raise UsageError(f"the image recipe cannot read {read.input.name}: {exc.reason}",
                              artifact=read.input.name) from exc
         pixel_range = suite.pixel_range if suite is not None else None
-        scaled.append(images.scaled(pixel_range, where=read.input.path))
+        values, declared = images.scaled(pixel_range, where=read.input.path)
+        scaled.append(values)
+        ranges.append(declared)
         named.append(np.asarray(images.class_names)[images.labels])
-        from integrity.scans.images import declared_range
-
-        ranges.append(declared_range(images.images, pixel_range, images.dtype, where=read.input.path))
     if len({i.shape[1:] for i in scaled}) != 1:
         raise UsageError(f"the training datasets have different image shapes: {sorted({i.shape[1:] for i in scaled})}")
     stacked = np.concatenate(scaled)

@@ -116,9 +116,8 @@ def train_tabular(spec: ReleaseSpec, inputs: Sequence[AttestedInput], work_dir: 
     """Train the MLP on the attested tables; writes the model and the training record like every recipe."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
-    from integrity.release.training import seed_everything, select_device, write_run
+    from integrity.release.training import make_optimizer, run_epoch, seed_everything, select_device, write_run
 
     say = log or (lambda message: None)
     if spec.base_model is not None:
@@ -143,33 +142,16 @@ def train_tabular(spec: ReleaseSpec, inputs: Sequence[AttestedInput], work_dir: 
     model.get_buffer("mean").copy_(mean)
     model.get_buffer("std").copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
     model.to(device)
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adam(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
-        if params.optimizer == "adam"
-        else torch.optim.SGD(model.parameters(), lr=params.learning_rate, momentum=0.9,
-                             weight_decay=params.weight_decay))
+    optimizer = make_optimizer(params, model.parameters())
     generator = torch.Generator().manual_seed(params.seed)
     features, labels = torch.as_tensor(data.x), torch.as_tensor(data.labels)
     order_base = torch.as_tensor(train_idx)
-    steps, losses, correct, seen = 0, [], 0, 0
+    steps, correct, seen = 0, 0, 0
+    losses: list[float] = []
     for epoch in range(params.epochs):
         model.train()
-        correct = seen = 0
         order = order_base[torch.randperm(len(order_base), generator=generator)]
-        for start in range(0, len(order), params.batch_size):
-            batch = order[start:start + params.batch_size]
-            x, y = features[batch].to(device), labels[batch].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            steps += 1
-            losses.append(float(loss.detach().cpu()))
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(batch)
-            if params.max_steps is not None and steps >= params.max_steps:
-                break
+        steps, correct, seen = run_epoch(model, optimizer, features, labels, order, params, device, losses, steps)
         if params.max_steps is not None and steps >= params.max_steps:
             break
         if (epoch + 1) % max(1, params.epochs // 5) == 0:

@@ -164,6 +164,45 @@ def base_weights(read: ReadInput) -> tuple[str, dict[str, "torch.Tensor"]]:
     return name, load_safetensors(read.files[name], where=read.input.path / name)
 
 
+def make_optimizer(params: TrainingParams, trainable: Any) -> "torch.optim.Optimizer":
+    """The spec's optimizer over ``trainable`` (every recipe builds it the same way)."""
+    import torch
+
+    if params.optimizer == "adam":
+        return torch.optim.Adam(trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
+    return torch.optim.SGD(trainable, lr=params.learning_rate, momentum=0.9, weight_decay=params.weight_decay)
+
+
+def run_epoch(model: "torch.nn.Module", optimizer: "torch.optim.Optimizer", inputs: "torch.Tensor",
+              labels: "torch.Tensor", order: "torch.Tensor", params: TrainingParams, device: "torch.device",
+              losses: list[float], steps: int, *, skip_single: bool = False) -> tuple[int, int, int]:
+    """One pass over ``order`` in batches; returns (steps so far, correct, seen) and appends each loss.
+
+    ``skip_single``: a trailing batch of one is skipped (batch normalisation cannot train on one sample).
+    Stops early at ``params.max_steps``.
+    """
+    import torch.nn.functional as F
+
+    correct = seen = 0
+    for start in range(0, len(order), params.batch_size):
+        batch = order[start:start + params.batch_size]
+        if skip_single and len(batch) < 2 < len(order):
+            continue
+        x, y = inputs[batch].to(device), labels[batch].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        steps += 1
+        losses.append(float(loss.detach().cpu()))
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(batch)
+        if params.max_steps is not None and steps >= params.max_steps:
+            break
+    return steps, correct, seen
+
+
 def fine_tune(
     spec: ReleaseSpec,
     inputs: Sequence[AttestedInput],
@@ -176,7 +215,6 @@ def fine_tune(
     """Fine-tune the base model on the datasets; writes ``<work_dir>/<run_id>/model`` and the training record."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     say = log or (lambda message: None)
     params: TrainingParams = spec.training
@@ -210,37 +248,20 @@ def fine_tune(
         for parameter in module.parameters():
             parameter.requires_grad_(False)
     model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer: torch.optim.Optimizer = (
-        torch.optim.Adam(trainable, lr=params.learning_rate, weight_decay=params.weight_decay)
-        if params.optimizer == "adam"
-        else torch.optim.SGD(trainable, lr=params.learning_rate, momentum=0.9, weight_decay=params.weight_decay))
+    optimizer = make_optimizer(params, [p for p in model.parameters() if p.requires_grad])
     generator = torch.Generator().manual_seed(params.seed)
     train_tensor = torch.as_tensor(train_idx)
-    steps, losses = 0, []
+    steps = 0
+    losses: list[float] = []
     correct = seen = 0
     for epoch in range(params.epochs):
         model.train()
         for module in frozen:
             module.eval()
-        correct = seen = 0  # running accuracy of the last epoch (no extra pass over the data)
+        # running accuracy of the last epoch (no extra pass over the data)
         order = train_tensor[torch.randperm(len(train_tensor), generator=generator)]
-        for start in range(0, len(order), params.batch_size):
-            batch = order[start:start + params.batch_size]
-            if len(batch) < 2 < len(order):
-                continue  # a trailing batch of one: batch normalisation cannot train on a single sample
-            x, y = pixels[batch].to(device), labels[batch].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            steps += 1
-            losses.append(float(loss.detach().cpu()))
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(batch)
-            if params.max_steps is not None and steps >= params.max_steps:
-                break
+        steps, correct, seen = run_epoch(model, optimizer, pixels, labels, order, params, device, losses, steps,
+                                         skip_single=True)
         say(f"epoch {epoch + 1}/{params.epochs}: {steps} steps, last loss {losses[-1]:.4f}")
         if params.max_steps is not None and steps >= params.max_steps:
             break

@@ -49,10 +49,11 @@ class ImageSet:
     def shape(self) -> tuple[int, ...]:
         return tuple(int(v) for v in self.images.shape[1:])
 
-    def scaled(self, pixel_range: tuple[float, float] | None, *, where: str | Path = "<images>") -> np.ndarray:
-        """``N x C x H x W`` float32 in [0, 1] by the declared range (see :func:`declared_range`)."""
+    def scaled(self, pixel_range: tuple[float, float] | None, *, where: str | Path = "<images>"
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+        """``N x C x H x W`` float32 in [0, 1] by the declared range (see :func:`declared_range`), and that range."""
         low, high = declared_range(self.images, pixel_range, self.dtype, where=where)
-        return ((self.images.astype(np.float32) - low) / (high - low)).astype(np.float32)
+        return ((self.images.astype(np.float32) - low) / (high - low)).astype(np.float32), (low, high)
 
 
 def declared_range(images: np.ndarray, pixel_range: tuple[float, float] | None, dtype: str, *,

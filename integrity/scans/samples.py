@@ -78,8 +78,7 @@ def load_samples(files: Mapping[str, bytes], *, where: str | Path, kind: str | N
     if kind == "image":
         given = labels_file(labels[1], labels[0], where) if labels is not None else None
         images = read_images(files, where=where, labels=given)
-        x = images.scaled(pixel_range, where=where)
-        low_high = pixel_range or _implied(images)
+        x, low_high = images.scaled(pixel_range, where=where)
         return Samples("image", x, images.labels, images.class_names,
                        {"layout": images.layout, "dtype": images.dtype, "shape": list(images.shape),
                         "pixel_range": list(low_high), "files": list(images.names)})
@@ -92,12 +91,6 @@ def load_samples(files: Mapping[str, bytes], *, where: str | Path, kind: str | N
     return Samples("tabular", found.x, found.labels, found.class_names,
                    {"format": table, "label_column": label_column, "columns": list(found.columns),
                     "skipped_columns": list(found.skipped)})
-
-
-def _implied(images: Any) -> tuple[float, float]:
-    from integrity.scans.images import declared_range
-
-    return declared_range(images.images, None, images.dtype)
 
 
 def check_screenable(samples: Samples, *, where: str | Path) -> None:
