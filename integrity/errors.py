@@ -7,11 +7,29 @@ trusted) exits 1, a *usage or input* problem (the command could not judge the
 artifact at all) exits 2. Both are fail-closed: nothing is trusted either way.
 """
 
+import re
 from pathlib import Path
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
+
+
+def one_sentence(text: str, *, limit: int = 240) -> str:
+    """``text`` as one sentence for a summary line: one line, at most ``limit`` characters, ending in a stop.
+
+    A leading ``path: `` (the artifact, which the summary names elsewhere) is dropped.
+    """
+    flat = " ".join(text.split())
+    match = re.match(r"^[^\s:]*/[^\s:]*: (?=\S)", flat)
+    if match:
+        flat = flat[match.end():]
+    if len(flat) > limit:
+        cut = flat[: limit - 1]
+        flat = (cut.rsplit(" ", 1)[0] if " " in cut[limit // 2:] else cut).rstrip(" ,;:") + "…"
+    elif flat and flat[-1] not in ".!?…":
+        flat += "."
+    return flat
 
 
 class CairnError(Exception):

@@ -79,12 +79,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("rekor_url", "CAIRN_REKOR_URL", "Rekor that witnesses ledger heads", "none", path=False),
     Variable("ledger_cert", "CAIRN_LEDGER_CERT", "certificate sent to Rekor with witnessed heads",
              "the ledger public key"),
+    Variable("reports_url", "CAIRN_REPORTS_URL", "where `cairn serve` serves records, Data Docs, lineage and "
+             "audits over HTTP (the UI links there; 'none': no links)", "http://127.0.0.1:3100", "--reports-url",
+             path=False),
     Variable("sigstore_id_token", "SIGSTORE_ID_TOKEN", "OIDC token for keyless signing",
              "ambient CI credentials", "--identity-token", path=False),
 )
 _BY_KEY = {v.key: v for v in VARIABLES}
 
 DEFAULT_S3_TIMEOUT = 20.0
+DEFAULT_REPORTS_URL = "http://127.0.0.1:3100"
 DEFAULT_PULL_TIMEOUT = 1800.0
 
 
@@ -201,6 +205,16 @@ class Settings:
     def store(self) -> str:
         """The artifact store every command uses unless told otherwise: ``HOME/store`` by default."""
         return self.raw("store") or str(self.home / "store")
+
+    @property
+    def reports_url(self) -> str | None:
+        """The report server's base URL (no trailing slash), or None where links are switched off."""
+        value = (self.raw("reports_url") or DEFAULT_REPORTS_URL).strip().rstrip("/")
+        if value.lower() == "none":
+            return None
+        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+            raise UsageError(f"CAIRN_REPORTS_URL={value!r}: use an http:// or https:// URL, or none")
+        return value
 
     @property
     def catalog(self) -> Path:

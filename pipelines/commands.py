@@ -19,7 +19,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(json_output=args.json, home=home)
 
 
+def _workspace(named: str | None) -> Path:
+    """The workspace file: the one named, else ./workspace.yaml, else the project's, else one written for Cairn."""
+    from integrity.errors import UsageError
+    from integrity.settings import current
+
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise UsageError("no such workspace file", artifact=named)
+        return path.resolve()
+    project = current().project_dir
+    for candidate in (Path("workspace.yaml"), *((project / "workspace.yaml",) if project else ())):
+        if candidate.is_file():
+            return candidate.resolve()
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="cairn-ui-"))
+    (folder / "workspace.yaml").write_text(
+        "load_from:\n  - python_module:\n      module_name: pipelines.definitions\n      attribute: defs\n")
+    return folder / "workspace.yaml"
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The Dagster webserver and, beside it, the report server its links point to; both stop together."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from integrity.cli.distribution import listen_address
+    from integrity.distribution.reports import ReportServer
+    from integrity.errors import UsageError
+    from integrity.settings import current
+    from integrity.storage import open_store
+
+    settings = current(home=args.home, store=args.store, reports_url=args.reports_url)
+    webserver = shutil.which("dagster-webserver", path=str(Path(sys.executable).parent)) or shutil.which(
+        "dagster-webserver")
+    if webserver is None:
+        raise UsageError("dagster-webserver is not installed in this environment",
+                         advice="install Cairn with its pipelines (scripts/bootstrap.sh)")
+    workspace = _workspace(args.workspace)
+    env = {**os.environ, "CAIRN_HOME": str(settings.home), "CAIRN_STORE": settings.store,
+           "CAIRN_REPORTS_URL": settings.reports_url or "none",
+           "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster")}
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    command = [webserver, "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    if settings.reports_url is None:
+        print(f"Dagster UI at http://{args.host}:{args.port} (no report server: CAIRN_REPORTS_URL=none)")
+        return subprocess.call(command, env=env, cwd=workspace.parent)
+    host, port = listen_address(settings.reports_url, None, None)
+    server = ReportServer(open_store(settings.store), settings.releases, host=host, port=port, home=settings.home)
+    with server.running():
+        print(f"Dagster UI at http://{args.host}:{args.port}; records, Data Docs, lineage and audits at "
+              f"{settings.reports_url} (Ctrl-C stops both)")
+        try:
+            return subprocess.call(command, env=env, cwd=workspace.parent)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
 def register(add: AddCommand) -> None:
+    p = add("ui", cmd_ui, "open the Dagster UI on this project, with the report server its links point to")
+    add_location_options(p)
+    p.add_argument("--workspace", help="Dagster workspace file (default ./workspace.yaml, else the project's)")
+    p.add_argument("--host", default="127.0.0.1", help="address the Dagster UI listens on")
+    p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    p.add_argument("--reports-url", help="the report server's URL (default $CAIRN_REPORTS_URL or "
+                                         "http://127.0.0.1:3100)")
+
     p = add("demo", cmd_demo, "stage the demo vendor drops and run the whole pipeline through Dagster (offline)")
     add_location_options(p, store=False)
     p.add_argument("--stage-only", action="store_true", help="only stage the signed vendor drops and the policy")

@@ -116,8 +116,8 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
     print(f"\n{attested} attested, {len(rows) - attested} quarantined. Records: {home / 'store'}; "
           f"attested copies: {home / 'attested'}.")
     print_releases(releases)
-    print("Open the lineage in the Dagster UI:\n"
-          f"  DAGSTER_HOME={home / 'dagster'} CAIRN_HOME={home} .venv/bin/dagster dev -w workspace.yaml")
+    print("Open the lineage in the Dagster UI (records, Data Docs and audits are linked from it):\n"
+          f"  .venv/bin/cairn ui --home {home}")
     if unexpected:
         names = [str(r.get("source") or r.get("model")) for r in unexpected]
         print(f"\nUNEXPECTED: {', '.join(names)} did not end as expected")

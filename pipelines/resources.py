@@ -1,12 +1,16 @@
 """Resources: where Cairn keeps its state, which catalog it ingests, which store it trusts."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from integrity.intake.catalog import Catalog, load_catalog
 from integrity.intake.ingest import Ingestion
 from integrity.settings import current, package_data
+
+if TYPE_CHECKING:
+    from integrity.distribution.reports import ReportLinks
 
 #: The catalog served when none is configured: the demo's vendor drops under the Cairn home.
 DEMO_CATALOG = package_data("catalogs", "demo.yaml")
@@ -44,3 +48,19 @@ class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def ingestion(self) -> Ingestion:
         home = _home(self.home)
         return Ingestion.open(self.load_catalog(), home=home, store=current(home=home, store=self.store).store)
+
+
+def report_links(cairn: CairnResource) -> "ReportLinks":
+    """Where the UI's links point: the report server (``cairn serve``), an S3 store's presigned URLs, or nowhere."""
+    from integrity.distribution.reports import ReportLinks
+
+    home = _home(cairn.home)
+    settings = current(home=home, store=cairn.store)
+    return ReportLinks(settings.reports_url, cairn.ingestion().store)
+
+
+def link(url: str | None, shown: str | None) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """A URL the UI renders as a link; without one, the location as plain text (never a ``file://`` URL)."""
+    if url:
+        return dg.MetadataValue.url(url)
+    return dg.MetadataValue.text(shown or "-")

@@ -1,4 +1,4 @@
-"""``cairn publish``, ``cairn pull``, ``cairn presign`` and ``cairn revoke`` (registered by :mod:`integrity.cli`)."""
+"""``cairn publish``, ``pull``, ``presign``, ``revoke`` and ``serve`` (registered by :mod:`integrity.cli`)."""
 
 import argparse
 import json
@@ -215,6 +215,13 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--expires", type=int, default=3600, help="seconds the URLs stay valid (default 3600)")
     common(p)
 
+    p = add("serve", cmd_serve, "serve records, Data Docs, lineage and audits over HTTP (read-only) for the UI")
+    add_location_options(p)
+    p.add_argument("--reports-url", help="the URL the UI links to (default $CAIRN_REPORTS_URL or "
+                                         "http://127.0.0.1:3100); the server listens on its port")
+    p.add_argument("--host", help="address to listen on (default: the host of the reports URL)")
+    p.add_argument("--port", type=int, help="port to listen on (default: the port of the reports URL)")
+
     p = add("revoke", cmd_revoke, "sign and record a revocation; pulls and audits of affected releases fail")
     p.add_argument("release", nargs="?", help="MODEL@VERSION of a published release")
     p.add_argument("--source", help="revoke a catalog source (every version of it)")
@@ -228,3 +235,40 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--dry-run", action="store_true", help="say what would be revoked and which releases it affects")
     p.add_argument("--force", action="store_true", help="revoke a release, source or signer the store does not know")
     common(p, policy=False)
+
+
+def listen_address(reports_url: str | None, host: str | None, port: int | None) -> tuple[str, int]:
+    """Where the report server listens: the flags, else the host and port of the reports URL."""
+    from urllib.parse import urlsplit
+
+    parsed = urlsplit(reports_url or "")
+    try:
+        url_port = parsed.port
+    except ValueError as exc:
+        raise UsageError(f"the reports URL {reports_url!r} has an invalid port") from exc
+    chosen = port if port is not None else (url_port or (443 if parsed.scheme == "https" else 80))
+    if not 0 <= chosen <= 65535:
+        raise UsageError(f"--port {chosen}: not a TCP port")
+    return host or parsed.hostname or "127.0.0.1", chosen
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the store's records and the releases folder until interrupted."""
+    import logging
+
+    from integrity.distribution.reports import ReportServer
+    from integrity.storage import open_store
+
+    config = settings(args).with_flags(reports_url=args.reports_url)
+    host, port = listen_address(config.reports_url, args.host, args.port)
+    server = ReportServer(open_store(config.store), config.releases, host=host, port=port, home=config.home)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    emit(args, {"url": server.url, "store": config.store, "releases": str(config.releases)},
+         f"serving {config.store} and {config.releases} at {server.url} (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return EXIT_OK

@@ -192,6 +192,10 @@ def render_text(report: AuditReport) -> str:
         lines.append(f"  signer {signer.get('method')} {signer.get('key_fingerprint') or signer.get('identity') or ''}")
     lines.append(f"  release policy {report.policy.path or 'pinned key'} ({report.policy.digest}); "
                  f"revocations {report.revocations}")
+    if not report.ok:  # failures first, so they are read before anything that looks fine
+        lines.append("")
+        lines.append(f"!! {len(report.audit.failures)} FAILED CHECK(S):")
+        lines += [f"!!   {f.file}: {f.check}: {f.detail}" for f in report.audit.failures]
     if index.get("inputs"):
         lines.append("")
         lines.append("Inputs (who signed each, by the policy rule it matched):")
@@ -219,9 +223,12 @@ def render_text(report: AuditReport) -> str:
     return "\n".join(lines)
 
 
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
+def _table(headers: list[str], rows: list[list[Any]], failed: list[bool] | None = None) -> str:
+    """An HTML table; rows marked in ``failed`` get the ``fail`` class (highlighted)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    marks = failed or [False] * len(rows)
+    body = "".join(("<tr class='fail'>" if bad else "<tr>") + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+                   + "</tr>" for row, bad in zip(rows, marks, strict=True))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -246,6 +253,8 @@ def render_html(report: AuditReport) -> str:
               for i in index.get("inputs") or []]
     gates = [[name, gate.get("passed"), gate.get("reason", ""), gate.get("clean_accuracy", "")]
              for name, gate in (index.get("gates") or {}).items()]
+    failures = report.audit.failures
+    failure_list = "".join(f"<li><code>{esc(f.file)}</code>: {esc(f.check)}: {esc(f.detail)}</li>" for f in failures)
     documents = ""
     for name in ("provenance.intoto.json", "bom.cdx.json"):
         try:
@@ -266,6 +275,8 @@ table {{ border-collapse: collapse; font-size: 12px; margin-top: 8px; }}
 td, th {{ border: 1px solid #dadce0; padding: 4px 8px; text-align: left; vertical-align: top; }}
 th {{ background: #f1f3f4; }} pre {{ font-size: 11px; background: #f8f9fa; padding: 8px; overflow-x: auto; }}
 .graph {{ overflow-x: auto; border: 1px solid #dadce0; padding: 8px; }}
+tr.fail td {{ background: #fce8e6; color: #a50e0e; font-weight: bold; }}
+.failures {{ border: 2px solid #c5221f; background: #fce8e6; padding: 8px 16px; }}
 </style></head><body>
 <h1>Cairn release audit: {esc(str(index.get('model', '?')))} {esc(str(index.get('version', '')))}</h1>
 <p class="verdict" id="verdict">AUDIT {verdict}</p>
@@ -274,17 +285,19 @@ sequence {esc(str(index.get('sequence', '?')))}; created {esc(str(index.get('cre
 Signer: <code id="signer">{esc(str(signer.get('method', '?')))} {esc(str(signer.get('key_fingerprint')
     or signer.get('identity') or ''))}</code>. Release policy: <code>{esc(str(report.policy.path or 'pinned key'))}
 </code> ({esc(report.policy.digest)}). Revocations: {esc(report.revocations)}. Audited {esc(report.created)}.</p>
-{"" if report.ok else "<p><strong>Failed files:</strong> " + esc(", ".join(report.failed_files)) + "</p>"}
+{"" if report.ok else f"<div class='failures' id='failures'><h2>{len(failures)} failed check(s)</h2><ul>"
+                       f"{failure_list}</ul></div>"}
 <h2>Lineage{"" if report.lineage_verified else " (UNVERIFIED)"}</h2>
 <div class="graph">{graph}</div>
 <pre>{esc(chr(10).join(lineage_tree(report.lineage)) if report.lineage else "")}</pre>
 <h2>Checks</h2>
-{_table(["result", "file", "check", "detail"], [_finding_row(f) for f in report.audit.findings])}
+{_table(["result", "file", "check", "detail"], [_finding_row(f) for f in report.audit.findings],
+        [not f.passed for f in report.audit.findings])}
 <h2>Inputs</h2>
 {_table(["name", "kind", "role", "signer (policy rule it matched)", "digest", "used digest", "verification record",
           "trust policy"], inputs)}
 <h2>Gates</h2>
-{_table(["gate", "passed", "reason", "clean accuracy"], gates)}
+{_table(["gate", "passed", "reason", "clean accuracy"], gates, [row[1] is not True for row in gates])}
 <h2>Documents</h2>
 {documents}
 </body></html>

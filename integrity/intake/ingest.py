@@ -138,7 +138,8 @@ class Ingestion:
         )
         outcome = StepOutcome(
             source.name, step, False, error.summary(), fetch_id, digest=entry.digest,
-            details={"error": type(error).__name__, "kind": error.kind, "advice": error.advice, **details},
+            details={"error": type(error).__name__, "kind": error.kind, "advice": error.advice,
+                     "cause": error.reason, **details},
             record_key=entry.record_key, quarantine_id=entry.id,
         )
         return self._save(source, outcome, reset=step == "fetch")
@@ -410,7 +411,8 @@ def _conversion_pins(verified: Any, conversions: list[Mapping[str, Any]],
 
 def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a validation report worth showing in asset metadata."""
-    keep = ("passed", "reason", "format", "suite", "suite_digest", "data_docs", "data_docs_store", "conversions",
+    keep = ("passed", "reason", "format", "suite", "suite_digest", "data_docs", "data_docs_store", "data_docs_key",
+            "conversions",
             "statistics", "formats", "files_scanned", "allowlist_version")
     brief = {k: report[k] for k in keep if k in report}
     outcomes = report.get("outcomes") or report.get("findings") or []

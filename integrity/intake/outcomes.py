@@ -5,9 +5,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from integrity.errors import CairnError, UsageError
+from integrity.errors import CairnError, UsageError, one_sentence
 
 STEPS = ("fetch", "verify", "validate", "attest")
+#: How a one-sentence summary names each gate.
+GATE_NAMES = {"fetch": "fetching", "verify": "signature verification", "validate": "validation",
+              "attest": "attestation", "screen": "the poisoning screen", "scan": "the backdoor scan",
+              "release": "the release gate"}
+
+
+def headline(subject: str, gate: str, passed: bool, reason: str) -> str:
+    """One sentence for a check's summary: who, which gate, the verdict and the reason (the trace stays in logs)."""
+    name = GATE_NAMES.get(gate, gate)
+    for prefix in (f"{subject}: ", "failed: "):
+        reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+    verdict = f"passed {name}" if passed else f"was rejected at {name}"
+    return f"{subject} {verdict}: {one_sentence(reason, limit=220)}"
 
 
 class StepOrderError(UsageError):
@@ -30,6 +43,11 @@ class StepOutcome:
     record_key: str | None = None
     quarantine_id: str | None = None
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def headline(self) -> str:
+        """One sentence: the source, the gate, the verdict and the reason."""
+        return headline(self.source, self.step, self.passed, str(self.details.get("cause") or self.reason))
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -34,17 +34,18 @@ def dataset_report(ingestion: "Ingestion", source: Source, artifact: Path) -> di
                               previous=baseline(ingestion, source), phi=source.phi, data_docs_dir=docs)
     data: dict[str, Any] = report.as_dict()
     if report.data_docs:
-        data["data_docs_store"] = publish_data_docs(ingestion, source, Path(report.data_docs).parent)
+        data["data_docs_key"] = publish_data_docs(ingestion, source, Path(report.data_docs).parent)
+        data["data_docs_store"] = ingestion.store.describe(data["data_docs_key"])
     return data
 
 
 def publish_data_docs(ingestion: "Ingestion", source: Source, site: Path) -> str:
-    """Copy the Data Docs site into the store's reports area (never the trusted area)."""
+    """Copy the Data Docs site into the store's reports area (never the trusted area); returns its index's key."""
     prefix = f"reports/data-docs/{source.key}"
     for file in sorted(p for p in site.rglob("*") if p.is_file()):
         key = f"{prefix}/{file.relative_to(site).as_posix()}"
         ingestion.store.write_key(key, file.read_bytes(), overwrite=True)
-    return ingestion.store.describe(f"{prefix}/index.html")
+    return f"{prefix}/index.html"
 
 
 def model_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:

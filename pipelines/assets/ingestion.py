@@ -10,8 +10,8 @@ from typing import Any
 import dagster as dg
 
 from integrity.intake.catalog import CatalogError, Source
-from integrity.intake.outcomes import StepOutcome
-from pipelines.resources import CairnResource
+from integrity.intake.outcomes import StepOutcome, headline
+from pipelines.resources import CairnResource, link, report_links
 
 STAGES = (
     # (asset name, ingest step, check name, what the check guarantees)
@@ -33,26 +33,23 @@ def source_asset_keys(source: Source) -> list[dg.AssetKey]:
     return [asset_key(source, stage) for stage, *_ in STAGES]
 
 
-def _metadata(source: Source, outcome: StepOutcome) -> dict[str, Any]:
+def _metadata(source: Source, outcome: StepOutcome, links: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "status": "passed" if outcome.passed else "quarantined",
+        "headline": outcome.headline,
         "reason": outcome.reason,
         "fetch_id": outcome.fetch_id,
     }
     if outcome.digest:
         data["sha256"] = outcome.digest
     if outcome.record_key:
-        data["record"] = dg.MetadataValue.path(outcome.record_key)
+        data["record"] = link(links.record(outcome.record_key), outcome.record_key)
     if outcome.quarantine_id:
         data["quarantine_id"] = outcome.quarantine_id
     details = dict(outcome.details)
-    docs = details.get("data_docs")
-    if isinstance(docs, str) and docs:
-        data["data_docs"] = dg.MetadataValue.url("file://" + docs)
-    stored_docs = details.get("data_docs_store")
-    if isinstance(stored_docs, str) and stored_docs:
-        data["data_docs_in_store"] = dg.MetadataValue.url(
-            stored_docs if stored_docs.startswith("s3://") else "file://" + stored_docs)
+    docs_key = details.get("data_docs_key")
+    if isinstance(docs_key, str) and docs_key:  # the store's copy, served over HTTP (never a file:// link)
+        data["data_docs"] = link(links.record(docs_key), str(details.get("data_docs_store") or docs_key))
     failed = details.get("failed")
     if failed:
         rows = [f"| {f.get('name', f.get('rule', '?'))} | {str(f.get('detail', '')).replace('|', '/')[:200]} |"
@@ -105,13 +102,14 @@ def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
             context.log.info(f"{source.name} {step}: {outcome.reason}")
         else:
             context.log.error(f"{source.name} {step} REJECTED, quarantined: {outcome.reason}")
-        metadata = _metadata(source, outcome)
+        metadata = _metadata(source, outcome, report_links(cairn))
         check = dg.AssetCheckResult(
             check_name=check_name,
             passed=outcome.passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.reason[:1000],
-            metadata={k: metadata[k] for k in ("status", "reason", "quarantine_id", "sha256") if k in metadata},
+            description=outcome.headline,
+            metadata={k: metadata[k] for k in ("status", "reason", "quarantine_id", "sha256", "record")
+                      if k in metadata},
         )
         # Dagster's data version of a gated asset is the content digest, so Dagster's lineage and
         # Cairn's provenance name the same bytes.
@@ -150,6 +148,8 @@ def build_invalid_entry_asset(name: str, error: CatalogError) -> dg.AssetsDefini
         metadata = {"status": "quarantined", "reason": outcome.reason, "quarantine_id": outcome.quarantine_id or ""}
         return dg.MaterializeResult(metadata=metadata, check_results=[dg.AssetCheckResult(
             check_name="catalog_entry_valid", passed=False, severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.reason[:1000], metadata=metadata)])
+            description=headline(name, "catalog entry check", False, str(outcome.details.get("cause")
+                                                                           or outcome.reason)),
+            metadata=metadata)])
 
     return _invalid

@@ -18,10 +18,11 @@ from typing import Any
 
 import dagster as dg
 
-from integrity.errors import CairnError
+from integrity.errors import CairnError, one_sentence
+from integrity.intake.outcomes import headline
 from integrity.release.spec import InputRef, ReleaseSpec, ReleaseSpecError, load_release_spec
 from integrity.settings import current, package_data
-from pipelines.resources import CairnResource
+from pipelines.resources import CairnResource, link, report_links
 
 RELEASES_DIR = package_data("releases")
 RELEASE_GROUP = "releases"
@@ -51,16 +52,27 @@ def _asset_paths(spec: ReleaseSpec) -> dict[str, list[str]]:
 
 
 def _fail(context: Any, error: CairnError) -> dg.Failure:
+    """The step fails with one sentence (the reason); the diagnostics go to the log and the metadata."""
     context.log.error(error.diagnostics())
-    return dg.Failure(description=error.diagnostics(), metadata={"reason": error.summary(), "kind": error.kind,
-                                                                 "error": type(error).__name__})
+    metadata = {"reason": error.summary(), "kind": error.kind, "error": type(error).__name__}
+    if error.advice:
+        metadata["what_to_do"] = error.advice
+    return dg.Failure(description=one_sentence(error.reason), metadata=metadata, allow_retries=False)
 
 
-def _record_link(cairn: CairnResource, key: str | None) -> str:
+def _record_link(cairn: CairnResource, key: str | None) -> dg.MetadataValue:  # type: ignore[type-arg]
+    """A record as a link to the report server (or a presigned URL); the store location as text without one."""
+    if not key:
+        return dg.MetadataValue.text("-")
+    return link(report_links(cairn).record(key), cairn.ingestion().store.describe(key))
+
+
+def _record_cell(cairn: CairnResource, key: str | None) -> str:
     if not key:
         return "-"
-    store = cairn.ingestion().store
-    return store.describe(key)
+    url = report_links(cairn).record(key)
+    name = key.rsplit("/", 1)[-1]
+    return f"[{name}]({url})" if url else f"`{cairn.ingestion().store.describe(key)}`"
 
 
 def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
@@ -71,7 +83,7 @@ def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
     for item in inputs:
         signer = signer_summary(item.signer, item.policy).replace("|", "/")
         rows.append(f"| {item.name} | {item.ref.role} | `{item.verified_digest[:16]}…` | `{item.digest[:16]}…` | "
-                    f"{signer} | {_record_link(cairn, item.records.get('verification'))} |")
+                    f"{signer} | {_record_cell(cairn, item.records.get('verification'))} |")
     return "\n".join(rows)
 
 
@@ -106,7 +118,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "model_digest": f"sha256:{run.model_digest}",
                 "training_run": run.run_id,
-                "training_record": dg.MetadataValue.path(_record_link(cairn, run.record_key)),
+                "training_record": _record_link(cairn, run.record_key),
                 "device": str(predicate["device"]),
                 "steps": predicate["result"]["steps"],
                 "train_accuracy_last_epoch": round(float(predicate["result"]["trainAccuracy"]), 4),
@@ -116,7 +128,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
                 "hyperparameters": dg.MetadataValue.json(predicate["hyperparameters"]),
                 "seeds": dg.MetadataValue.json(predicate["seeds"]),
                 "libraries": dg.MetadataValue.json(predicate["libraries"]),
-                "model_dir": dg.MetadataValue.path(str(run.model_dir)),
+                "model_dir": dg.MetadataValue.text(str(run.model_dir)),
             },
             data_version=dg.DataVersion(f"sha256:{run.model_digest}"),
         )
@@ -143,16 +155,19 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         except CairnError as error:
             raise _fail(context, error) from error
         (context.log.info if gate.passed else context.log.error)(f"release gate: {gate.reason}")
-        table = "| measure | value | policy | verdict |\n|---|---|---|---|\n" + "\n".join(
-            f"| {a} | {b} | {c} | {d} |" for a, b, c, d in gate.rows())
+        table = dg.MetadataValue.table(
+            records=[dg.TableRecord({"measure": a, "value": b, "policy": c, "verdict": d}) for a, b, c, d in gate.rows()],
+            schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in
+                                           ("measure", "value", "policy", "verdict")]))
         summary = {"passed": gate.passed, "reason": gate.reason, "clean_accuracy": round(gate.clean_accuracy, 4)}
         return dg.MaterializeResult(
-            metadata={**summary, "gate": dg.MetadataValue.md(table),
-                      "evaluation_record": dg.MetadataValue.path(_record_link(cairn, gate.record_key)),
+            metadata={**summary, "gate": table,
+                      "evaluation_record": _record_link(cairn, gate.record_key),
                       "model_digest": f"sha256:{gate.model_digest}"},
             check_results=[dg.AssetCheckResult(check_name=GATE_CHECK, passed=gate.passed,
-                                               severity=dg.AssetCheckSeverity.ERROR, description=gate.reason[:1000],
-                                               metadata={**summary, "gate": dg.MetadataValue.md(table)})],
+                                               severity=dg.AssetCheckSeverity.ERROR,
+                                               description=headline(spec.model, "release", gate.passed, gate.reason),
+                                               metadata={**summary, "gate": table})],
             data_version=dg.DataVersion(f"sha256:{gate.model_digest}"),
         )
 
@@ -176,27 +191,29 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             result = work.release(invocation_id=context.run.run_id, assets=_asset_paths(spec))
         except CairnError as error:
             raise _fail(context, error) from error
+        links = report_links(cairn)
         signer = result.report.signer
         identity = signer.get("identity") or signer.get("key_fingerprint") or "?"
         signer_text = f"{signer.get('method')} {identity}"
         inputs = result.context.inputs
         metadata: dict[str, Any] = {
-            "release": dg.MetadataValue.path(str(result.path)),
+            "release": dg.MetadataValue.text(str(result.path)),
+            "release_index": link(links.release_file(result.path, "release.json"), str(result.path / "release.json")),
             "version": result.version,
             "model_digest": f"sha256:{result.context.model_digest}",
             "signer_identity": signer_text,
             "signer": dg.MetadataValue.json(dict(signer)),
             "lineage": dg.MetadataValue.md(lineage_markdown(result.lineage)),
-            "lineage_image": dg.MetadataValue.url(f"file://{result.path / 'lineage.svg'}"),
+            "lineage_image": link(links.release_file(result.path, "lineage.svg"), str(result.path / "lineage.svg")),
             "inputs": dg.MetadataValue.md(_inputs_table(cairn, inputs)),
             "provenance": dg.MetadataValue.json(json.loads((result.path / "provenance.intoto.json").read_text())),
             "bom": dg.MetadataValue.json(json.loads((result.path / "bom.cdx.json").read_text())),
             "gate": dg.MetadataValue.json(dict(result.context.gate.as_gate())),
-            "audit": dg.MetadataValue.text(f"cairn audit {result.path}"),
+            "audit": link(links.audit(result.path), f"cairn audit {result.path}"),
+            "audit_command": dg.MetadataValue.text(f"cairn audit {result.path}"),
         }
         for item in inputs:
-            metadata[f"verification_record/{item.name}"] = dg.MetadataValue.path(
-                _record_link(cairn, item.records.get("verification")))
+            metadata[f"verification_record/{item.name}"] = _record_link(cairn, item.records.get("verification"))
         return dg.MaterializeResult(metadata=metadata,
                                     data_version=dg.DataVersion(f"sha256:{result.context.model_digest}"))
 

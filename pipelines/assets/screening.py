@@ -17,10 +17,11 @@ from typing import Any
 import dagster as dg
 
 from integrity.intake.catalog import Catalog, Source
+from integrity.intake.outcomes import headline
 from integrity.intake.scans import screened_sources
 from integrity.intake.screening import ScreeningOutcome
 from pipelines.assets.ingestion import asset_key
-from pipelines.resources import CairnResource
+from pipelines.resources import CairnResource, link, report_links
 
 
 def screening_asset_keys(source: Source, catalog: Catalog | list[Source]) -> list[dg.AssetKey]:
@@ -37,12 +38,14 @@ def _plots_markdown(plots: list[str]) -> str:
         path = Path(plot)
         if path.is_file():
             encoded = base64.b64encode(path.read_bytes()).decode()
-            parts.append(f"![{path.name}](data:image/png;base64,{encoded})\n\n`{path}`")
+            parts.append(f"![{path.name}](data:image/png;base64,{encoded})\n\n`{path.name}`")
     return "\n\n".join(parts) or "(no plot)"
 
 
-def _metadata(outcome: ScreeningOutcome) -> dict[str, Any]:
-    data: dict[str, Any] = {"status": "passed" if outcome.passed else "blocked", "reason": outcome.reason}
+def _metadata(outcome: ScreeningOutcome, links: Any, gate: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"status": "passed" if outcome.passed else "blocked",
+                            "headline": headline(outcome.name, gate, outcome.passed, outcome.reason),
+                            "reason": outcome.reason}
     summary = outcome.summary
     for name in ("samples", "flagged", "score", "seconds", "device", "output_digest", "quarantine_id"):
         if summary.get(name) is not None:
@@ -50,9 +53,9 @@ def _metadata(outcome: ScreeningOutcome) -> dict[str, Any]:
     if summary.get("backdoor_classes") is not None:
         data["backdoor_classes"] = str(summary["backdoor_classes"])
     if outcome.record_key:
-        data["record"] = dg.MetadataValue.path(outcome.record_key)
+        data["record"] = link(links.record(outcome.record_key), outcome.record_key)
     if outcome.output:
-        data["screened_path"] = dg.MetadataValue.path(outcome.output)
+        data["screened_path"] = dg.MetadataValue.text(outcome.output)
     per_class = summary.get("per_class")
     if isinstance(per_class, dict):
         rows = [f"| {c} | {v['samples']} | {v['flagged']} |" for c, v in per_class.items()]
@@ -64,12 +67,13 @@ def _metadata(outcome: ScreeningOutcome) -> dict[str, Any]:
     return data
 
 
-def _result(check_name: str, outcome: ScreeningOutcome, context: Any) -> dg.MaterializeResult:
+def _result(check_name: str, outcome: ScreeningOutcome, context: Any, cairn: CairnResource,
+            gate: str) -> dg.MaterializeResult:
     (context.log.info if outcome.passed else context.log.error)(f"{outcome.name}: {outcome.reason}")
-    metadata = _metadata(outcome)
+    metadata = _metadata(outcome, report_links(cairn), gate)
     check = dg.AssetCheckResult(check_name=check_name, passed=outcome.passed, severity=dg.AssetCheckSeverity.ERROR,
-                                description=outcome.reason[:1000],
-                                metadata={k: metadata[k] for k in ("status", "reason", "flagged", "score")
+                                description=metadata["headline"],
+                                metadata={k: metadata[k] for k in ("status", "reason", "flagged", "score", "record")
                                           if k in metadata})
     # The data version is the digest of what downstream reads: the filtered copy of a screened
     # dataset, the scanned weights of a model (so Dagster's lineage and the provenance graph agree).
@@ -100,7 +104,7 @@ def build_model_scan_asset(model: Source, datasets: list[Source]) -> dg.AssetsDe
         context.log.info(f"backdoor scan of {model.name}, probing with samples of {probing}")
         outcome = scan_model(ingestion.home, ingestion.store, model.key,
                              datasets=[(d.key, ScreenInputs.of(d)) for d in images])
-        return _result("no_backdoor_found", outcome, context)
+        return _result("no_backdoor_found", outcome, context, cairn, "scan")
 
     return _scan
 
@@ -122,7 +126,7 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
         context.log.info(f"screening {dataset.name} ({dataset.format}) for poisoning")
         outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None,
                                  inputs=ScreenInputs.of(dataset))
-        return _result("poisoning_within_policy", outcome, context)
+        return _result("poisoning_within_policy", outcome, context, cairn, "screen")
 
     return _screen
 

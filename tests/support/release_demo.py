@@ -29,6 +29,8 @@ class ReleaseDemo:
     release: Path
     returncode: int
     output: str
+    #: The report server URL the demo's asset links point to (a test serves it with tests.support.reports).
+    reports_url: str = ""
 
 
 def tiny_spec(path: Path, **gate: object) -> Path:
@@ -53,18 +55,21 @@ def shared_release_demo(tmp_path_factory: pytest.TempPathFactory) -> ReleaseDemo
             folder.mkdir(parents=True, exist_ok=True)
             spec = tiny_spec(folder / "tiny-release.yaml")
             home = folder / "home"
+            from tests.support import free_port
+
+            reports_url = f"http://127.0.0.1:{free_port()}"
             env = {**os.environ, "CAIRN_HOME": str(home), "CAIRN_RELEASE_SPEC": str(spec),
-                   "DAGSTER_DISABLE_TELEMETRY": "1"}
+                   "DAGSTER_DISABLE_TELEMETRY": "1", "CAIRN_REPORTS_URL": reports_url}
             env.pop("CAIRN_STORE", None)
             run = subprocess.run([str(Path(sys.executable).parent / "cairn"), "demo", "--home", str(home)],
                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
             releases = sorted((home / "releases").glob(f"{MODEL}-*"))
             done.write_text(json.dumps({"home": str(home), "spec": str(spec), "returncode": run.returncode,
                                         "release": str(releases[-1]) if releases else "",
-                                        "output": run.stdout + run.stderr}))
+                                        "output": run.stdout + run.stderr, "reports_url": reports_url}))
     data = json.loads((folder / "done.json").read_text())
     return ReleaseDemo(Path(data["home"]), Path(data["spec"]), Path(data["release"]), data["returncode"],
-                       data["output"])
+                       data["output"], data.get("reports_url", ""))
 
 
 def private_home(demo: ReleaseDemo, dest: Path) -> Path:
