@@ -124,7 +124,7 @@ def cmd_store_verify(args: argparse.Namespace) -> int:
 
 def cmd_catalog_check(args: argparse.Namespace) -> int:
     from integrity.intake.catalog import load_catalog
-    from integrity.scans.datasets import load_suite
+    from integrity.scans.expectations import load_suite
     from integrity.trust.policy import load_policy
 
     catalog = load_catalog(args.catalog, root=Path(args.home).resolve() if args.home else None)

@@ -412,6 +412,7 @@ def _conversion_pins(verified: Any, conversions: list[Mapping[str, Any]],
 def _brief(report: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a validation report worth showing in asset metadata."""
     keep = ("passed", "reason", "format", "suite", "suite_digest", "data_docs", "data_docs_store", "data_docs_key",
+            "data_docs_index_key",
             "conversions",
             "statistics", "formats", "files_scanned", "allowlist_version")
     brief = {k: report[k] for k in keep if k in report}

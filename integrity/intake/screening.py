@@ -107,7 +107,7 @@ class ScreenInputs:
 
     @classmethod
     def of(cls, source: "Source") -> "ScreenInputs":
-        from integrity.scans.datasets import load_suite
+        from integrity.scans.expectations import load_suite
         from integrity.scans.samples import IMAGE_FORMATS
 
         suite = load_suite(source.suite) if source.suite is not None else None

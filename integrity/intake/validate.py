@@ -15,26 +15,36 @@ def _record_name(source: Source, step: str) -> str:
     return record_name(source.key, step)
 
 
-def baseline(ingestion: "Ingestion", source: Source) -> Path | None:
-    """The version to compare label balance against: pinned in the catalog, else the last attested one."""
+def baseline(ingestion: "Ingestion", source: Source) -> tuple[Path | None, str]:
+    """The version to compare label balance against, and how to name it: pinned in the catalog, else the
+    last attested one (none for a first version: the suite's pinned baseline, if any, is used then)."""
     if source.baseline:
         dest = ingestion.work_dir(source) / "baseline"
         shutil.rmtree(dest, ignore_errors=True)
-        return ingestion.store.materialize(source.baseline.removeprefix("sha256:"), dest / "artifact")
+        path = ingestion.store.materialize(source.baseline.removeprefix("sha256:"), dest / "artifact")
+        return path, f"the version the catalog pins ({source.baseline})"
     previous = ingestion.attested_dir(source)
     entries = sorted(previous.iterdir()) if previous.is_dir() else []
-    return entries[0] if len(entries) == 1 else None
+    if len(entries) != 1:
+        return None, "no earlier version"
+    return entries[0], f"the previous attested version ({entries[0].name})"
 
 
 def dataset_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:
     from integrity.scans.datasets import validate_dataset
 
     docs = ingestion.home / "data-docs" / source.key
-    report = validate_dataset(artifact, format=source.format, suite=source.suite,
-                              previous=baseline(ingestion, source), phi=source.phi, data_docs_dir=docs)
+    previous, previous_name = baseline(ingestion, source)
+    report = validate_dataset(artifact, format=source.format, suite=source.suite, previous=previous,
+                              previous_name=previous_name, phi=source.phi, data_docs_dir=docs)
     data: dict[str, Any] = report.as_dict()
     if report.data_docs:
-        data["data_docs_key"] = publish_data_docs(ingestion, source, Path(report.data_docs).parent)
+        site = Path(report.data_docs).parent
+        data["data_docs_index_key"] = publish_data_docs(ingestion, source, site)
+        # The page of this validation run reads without the CDN scripts the index needs (Cairn is offline).
+        pages = sorted(site.glob("validations/**/*.html"), key=lambda p: p.relative_to(site).as_posix())
+        data["data_docs_key"] = (f"{data['data_docs_index_key'].rsplit('/', 1)[0]}/"
+                                 f"{pages[-1].relative_to(site).as_posix()}" if pages else data["data_docs_index_key"])
         data["data_docs_store"] = ingestion.store.describe(data["data_docs_key"])
     return data
 

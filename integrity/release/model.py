@@ -84,7 +84,7 @@ class ImageData:
 
 def suite_of(read: ReadInput) -> Any:
     """The expectation suite the input was validated against (refused if it changed since)."""
-    from integrity.scans.datasets import load_suite
+    from integrity.scans.expectations import load_suite
 
     path = read.input.reading.get("suite")
     if not path:

@@ -12,22 +12,28 @@ Docs go only where the caller says). Example suite::
      "expect_no_duplicate_rows": true,
      "row_count": {"min": 100, "max": 100000}}
 
+Suites (Cairn's shorthand or native GX JSON) are read by :mod:`integrity.scans.expectations`.
 Checks GX cannot express well are done here in pandas and reported the same way: *type drift*
-(a numeric column whose cells are text such as ``"1,234.5"``: never silently coerced), *label
-balance drift* against the pinned previous version of the dataset, and the DICOM *PHI* check.
+(a numeric column whose cells are text such as ``"1,234.5"``: never silently coerced, unless the
+column declares ``thousands``), *label balance drift* against the previous attested version (or,
+for a first version, the baseline the suite pins; the outcome says which), and the DICOM *PHI* check.
 A dataset that parses but breaks its suite is a failed :class:`ValidationReport`, not an error;
 input that cannot be parsed at all raises :class:`ArtifactReadError`.
 """
 
-import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from integrity import safeio
 from integrity.errors import ArtifactReadError, CairnError, UsageError
+from integrity.scans.expectations import (
+    CheckOutcome,
+    ExpectationSuiteSpec,
+    load_suite,
+    run_gx,
+)
 
 #: A dataset format's loader: (path, suite, phi policy) -> (frame, check outcomes, extra metadata).
 Loader = Callable[[Path, "ExpectationSuiteSpec | None", str], tuple[Any, list["CheckOutcome"], dict[str, Any]]]
@@ -42,12 +48,6 @@ def register_dataset_format(name: str, loader: Loader) -> None:
 def dataset_formats() -> tuple[str, ...]:
     """The dataset formats a catalog may name: the one list (catalog checks and validation share it)."""
     return tuple(sorted(_FORMATS))
-COLUMN_TYPES = ("float", "int", "str")
-_SUITE_KEYS = {"name", "description", "columns", "exact_columns", "label", "expect_no_duplicate_rows", "row_count",
-               "images"}
-_IMAGES_KEYS = {"range", "channels"}
-_COLUMN_KEYS = {"type", "min", "max", "nullable", "values"}
-_LABEL_KEYS = {"column", "values", "max_balance_drift"}
 #: Header fields that identify a patient (or a person close to them) in DICOM.
 PHI_FIELDS = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientAddress", "OtherPatientIDs", "OtherPatientNames",
@@ -57,16 +57,6 @@ PHI_FIELDS = (
 _PLACEHOLDERS = {"", "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "REMOVED", "NONE", "UNKNOWN"}
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
 
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    name: str
-    passed: bool
-    severity: str  # "error" fails the dataset; "warning" only flags it
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "severity": self.severity, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -95,106 +85,6 @@ class ValidationReport:
         }
 
 
-@dataclass(frozen=True)
-class ColumnSpec:
-    type: str
-    min: float | None = None
-    max: float | None = None
-    nullable: bool = False
-    values: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True)
-class ExpectationSuiteSpec:
-    name: str
-    digest: str
-    columns: Mapping[str, ColumnSpec]
-    exact_columns: bool = True
-    label_column: str | None = None
-    label_values: tuple[Any, ...] | None = None
-    max_balance_drift: float | None = None
-    no_duplicate_rows: bool = False
-    row_count: tuple[int | None, int | None] | None = None
-    #: Image datasets: the range pixel values are declared in (scaled to [0, 1] from it; never guessed).
-    pixel_range: tuple[float, float] | None = None
-    channels: tuple[int, ...] | None = None
-
-
-def _unknown(path: Path, where: str, keys: Any, allowed: set[str]) -> None:
-    extra = sorted(set(keys) - allowed)
-    if extra:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(map(repr, extra))}; allowed: {sorted(allowed)}",
-                         artifact=path)
-
-
-def load_suite(path: Path) -> ExpectationSuiteSpec:
-    """Read and strictly validate a suite file (unknown keys are errors, never ignored).
-
-    On failure the error also lists every schema problem of the file (docs/schemas).
-    """
-    try:
-        return _load_suite(path)
-    except UsageError as error:
-        from integrity.schemas import add_problems
-
-        try:
-            document = safeio.loads(Path(path).read_bytes())
-        except (OSError, ValueError):
-            raise error from None
-        add_problems(error, "expectation-suite", document)
-        raise
-
-
-def _load_suite(path: Path) -> ExpectationSuiteSpec:
-    try:
-        raw = Path(path).read_bytes()
-        data = safeio.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"unreadable expectation suite: {exc}", artifact=path) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise UsageError("an expectation suite is a JSON object with a 'name'", artifact=path)
-    _unknown(path, "suite", data, _SUITE_KEYS)
-    columns: dict[str, ColumnSpec] = {}
-    for name, spec in (data.get("columns") or {}).items():
-        if not isinstance(spec, dict):
-            raise UsageError(f"column {name!r}: expected an object", artifact=path)
-        _unknown(path, f"column {name!r}", spec, _COLUMN_KEYS)
-        kind = spec.get("type", "str")
-        if kind not in COLUMN_TYPES:
-            raise UsageError(f"column {name!r}: type must be one of {COLUMN_TYPES}", artifact=path)
-        values = spec.get("values")
-        columns[name] = ColumnSpec(kind, spec.get("min"), spec.get("max"), bool(spec.get("nullable", False)),
-                                   tuple(values) if values is not None else None)
-    label = data.get("label") or {}
-    _unknown(path, "label", label, _LABEL_KEYS)
-    rows = data.get("row_count")
-    if rows is not None:
-        _unknown(path, "row_count", rows, {"min", "max"})
-    images = data.get("images") or {}
-    _unknown(path, "images", images, _IMAGES_KEYS)
-    pixel_range = images.get("range")
-    if pixel_range is not None and (not isinstance(pixel_range, list) or len(pixel_range) != 2
-                                    or not all(isinstance(v, int | float) for v in pixel_range)
-                                    or pixel_range[0] >= pixel_range[1]):
-        raise UsageError("images.range must be [low, high] with low < high", artifact=path)
-    channels = images.get("channels")
-    if channels is not None and (not isinstance(channels, list) or not all(c in (1, 3, 4) for c in channels)):
-        raise UsageError("images.channels must list channel counts (1, 3 or 4)", artifact=path)
-    return ExpectationSuiteSpec(
-        name=data["name"],
-        digest="sha256:" + hashlib.sha256(raw).hexdigest(),
-        columns=columns,
-        exact_columns=bool(data.get("exact_columns", True)),
-        label_column=label.get("column"),
-        label_values=tuple(label["values"]) if label.get("values") is not None else None,
-        max_balance_drift=label.get("max_balance_drift"),
-        no_duplicate_rows=bool(data.get("expect_no_duplicate_rows", False)),
-        row_count=(rows.get("min"), rows.get("max")) if rows else None,
-        pixel_range=(float(pixel_range[0]), float(pixel_range[1])) if pixel_range else None,
-        channels=tuple(channels) if channels else None,
-    )
-
-
 # -- loading each format into a table ------------------------------------------------------
 
 
@@ -212,7 +102,11 @@ def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str) -> tup
             continue
         text = frame[name].astype(str).str.strip()
         blank = text == ""
-        numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+        parsed = text
+        if spec.thousands:  # a thousands-separated number type: separators only between groups of three
+            grouped = text.str.fullmatch(_grouped(spec.thousands))
+            parsed = text.where(~grouped, text.str.replace(spec.thousands, "", regex=False))
+        numbers = pd.to_numeric(parsed.where(~blank), errors="coerce")
         bad = numbers.isna() & ~blank
         if spec.type == "int":
             bad |= (~numbers.isna()) & (numbers != numbers.round())
@@ -224,7 +118,23 @@ def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str) -> tup
                 f"{int(bad.sum())} of {len(text)} values are not {spec.type} ({', '.join(kinds)}); "
                 f"examples: {', '.join(map(repr, examples))}"))
         frame[name] = numbers.where(~bad)
+    if suite is not None and suite.infer_numbers:  # a native GX suite declares no types: numbers stay numbers
+        for name in frame.columns:
+            if name in suite.columns:
+                continue
+            text = frame[name].astype(str).str.strip()
+            blank = text == ""
+            numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+            if (~blank).any() and not (numbers.isna() & ~blank).any():
+                frame[name] = numbers
     return frame, outcomes
+
+
+def _grouped(separator: str) -> str:
+    """A number whose integer part is grouped in threes by ``separator`` (the decimal mark is the other one)."""
+    sep = re.escape(separator)
+    decimal = "," if separator == "." else r"\."
+    return rf"[-+]?\d{{1,3}}({sep}\d{{3}})+({decimal}\d+)?"
 
 
 def _drift_kind(value: str) -> str:
@@ -303,117 +213,52 @@ def _load_dicom(path: Path, phi: str) -> tuple[Any, list[CheckOutcome]]:
     return pd.DataFrame(rows), outcomes
 
 
-# -- Great Expectations ---------------------------------------------------------------------
-
-
-def _expectations(suite: ExpectationSuiteSpec, columns: list[str]) -> list[Any]:
-    import great_expectations.expectations as gxe
-
-    found: list[Any] = []
-    if suite.exact_columns:
-        found.append(gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(suite.columns)))
-    if suite.row_count:
-        found.append(gxe.ExpectTableRowCountToBeBetween(min_value=suite.row_count[0], max_value=suite.row_count[1]))
-    for name, spec in suite.columns.items():
-        if name not in columns:
-            continue  # reported by the column-list expectation
-        if not spec.nullable:
-            found.append(gxe.ExpectColumnValuesToNotBeNull(column=name))
-        if spec.min is not None or spec.max is not None:
-            found.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=spec.min, max_value=spec.max))
-        if spec.values is not None:
-            found.append(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(spec.values)))
-    if suite.label_column and suite.label_values is not None and suite.label_column in columns:
-        found.append(gxe.ExpectColumnDistinctValuesToBeInSet(column=suite.label_column,
-                                                             value_set=list(suite.label_values)))
-    if suite.no_duplicate_rows and columns:
-        found.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns)))
-    return found
-
-
-def _run_gx(
-    frame: Any, suite: ExpectationSuiteSpec, data_docs_dir: Path | None
-) -> tuple[list[CheckOutcome], str | None]:
-    from integrity.settings import quiet_third_party
-
-    quiet_third_party()
-    import shutil
-
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    # The ephemeral context makes a default docs site in a temp dir; Cairn writes only where asked.
-    for site in list((context.variables.data_docs_sites or {}).values()):
-        shutil.rmtree(site.get("store_backend", {}).get("base_directory", ""), ignore_errors=True)
-    context.variables.data_docs_sites = {}
-    batch_definition = (
-        context.data_sources.add_pandas("cairn").add_dataframe_asset(suite.name)
-        .add_batch_definition_whole_dataframe("all")
-    )
-    expectation_suite = context.suites.add(gx.ExpectationSuite(name=suite.name))
-    for expectation in _expectations(suite, list(frame.columns)):
-        expectation_suite.add_expectation(expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=expectation_suite))
-    actions = []
-    if data_docs_dir is not None:
-        data_docs_dir.mkdir(parents=True, exist_ok=True)
-        context.add_data_docs_site(site_name="cairn", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["cairn"]))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=suite.name, validation_definitions=[definition], actions=actions, result_format="SUMMARY"))
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
-    outcomes = []
-    for run in result.run_results.values():
-        for item in run.results:
-            config = item.expectation_config
-            if config is None:
-                raise UsageError("Great Expectations returned a result without its expectation")
-            kwargs = {k: v for k, v in config.kwargs.items() if k in ("column", "column_list")}
-            target = kwargs.get("column") or ("all columns" if "column_list" in kwargs else "table")
-            outcomes.append(CheckOutcome(f"{config.type}({target})", bool(item.success), "error",
-                                         _describe_result(item.result, bool(item.success))))
-    docs = data_docs_dir / "index.html" if data_docs_dir is not None else None
-    return outcomes, str(docs) if docs is not None and docs.is_file() else None
-
-
-def _describe_result(result: Mapping[str, Any], success: bool) -> str:
-    parts = []
-    if result.get("observed_value") is not None:
-        parts.append(f"observed {str(result['observed_value'])[:200]}")
-    if result.get("unexpected_count"):
-        parts.append(f"{result['unexpected_count']} unexpected of {result.get('element_count', '?')}")
-        examples = [str(v) for v in (result.get("partial_unexpected_list") or [])[:5]]
-        if examples:
-            parts.append("examples: " + ", ".join(examples))
-    return "; ".join(parts) or ("ok" if success else "failed")
-
-
 # -- label balance ---------------------------------------------------------------------------
+
+
+def _label_key(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _label_distribution(frame: Any, column: str) -> dict[str, float]:
     counts = frame[column].dropna().value_counts(normalize=True)
-    return {str(k): round(float(v), 6) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
+    return {_label_key(k): round(float(v), 6) for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
 
 
-def _balance_drift(current: dict[str, float], previous: dict[str, float], limit: float) -> CheckOutcome:
+def _balance_drift(current: dict[str, float], previous: dict[str, float], limit: float,
+                   against: str) -> CheckOutcome:
     """Compared in pandas: any class whose share moved by more than ``limit``, or appeared/vanished."""
     moved = {k: round(current.get(k, 0.0) - previous.get(k, 0.0), 6) for k in set(current) | set(previous)}
     worst = max(moved.items(), key=lambda kv: abs(kv[1])) if moved else ("-", 0.0)
     appeared = sorted(set(current) - set(previous))
     vanished = sorted(set(previous) - set(current))
     passed = abs(worst[1]) <= limit and not appeared and not vanished
-    detail = f"largest shift {worst[1]:+.3f} for label {worst[0]} (limit {limit}); now {current}, before {previous}"
+    detail = (f"against {against}: largest shift {worst[1]:+.3f} for label {worst[0]} (limit {limit}); "
+              f"now {current}, there {previous}")
     if appeared or vanished:
         detail += f"; labels appeared {appeared}, vanished {vanished}"
     return CheckOutcome("label_balance_drift", passed, "error", detail)
+
+
+def _label_balance(current: dict[str, float], spec: ExpectationSuiteSpec, stats: dict[str, Any],
+                   previous: Path | None, previous_name: str, fmt: str, phi: str) -> CheckOutcome:
+    """Drift against the earlier version, else the suite's pinned baseline; a first version without one says so."""
+    limit = float(spec.max_balance_drift or 0.0)
+    if previous is not None:
+        before_frame, _, _ = _load(Path(previous), fmt, spec, phi)
+        if spec.label_column in before_frame.columns:
+            before = _label_distribution(before_frame, str(spec.label_column))
+            stats["labels_previous"], stats["labels_compared_with"] = before, previous_name
+            return _balance_drift(current, before, limit, previous_name)
+    if spec.label_baseline is not None:
+        against = f"the baseline suite {spec.name} pins"
+        stats["labels_baseline"], stats["labels_compared_with"] = dict(spec.label_baseline), against
+        return _balance_drift(current, dict(spec.label_baseline), limit, against)
+    stats["labels_compared_with"] = "nothing (first version, no baseline pinned)"
+    return CheckOutcome("label_balance_drift", True, "warning",
+                        f"not compared: a first version, and suite {spec.name} pins no label.baseline")
 
 
 # -- entry point ---------------------------------------------------------------------------
@@ -455,10 +300,15 @@ def validate_dataset(
     format: str,
     suite: Path | None = None,
     previous: Path | None = None,
+    previous_name: str = "the previous version",
     phi: str = "reject",
     data_docs_dir: Path | None = None,
 ) -> ValidationReport:
-    """Validate a dataset drop against its suite; ``previous`` is the pinned earlier version."""
+    """Validate a dataset drop against its suite.
+
+    Label balance is compared with ``previous`` (an earlier version: ``previous_name`` says which),
+    else with the baseline the suite pins (``label.baseline``); the outcome names what it compared to.
+    """
     path = Path(path)
     if not path.exists():
         raise ArtifactReadError("no such dataset", artifact=path)
@@ -466,18 +316,14 @@ def validate_dataset(
     frame, outcomes, stats = _load(path, format, spec, phi)
     docs = None
     if spec is not None and len(frame.columns):
-        gx_outcomes, docs = _run_gx(frame, spec, data_docs_dir)
+        gx_outcomes, docs = run_gx(frame, spec, data_docs_dir)
         outcomes += gx_outcomes
     stats = {**stats, "rows": len(frame), "columns": len(frame.columns)}
     if spec is not None and spec.label_column and spec.label_column in frame.columns:
         current = _label_distribution(frame, spec.label_column)
         stats["labels"] = current
-        if previous is not None and spec.max_balance_drift is not None:
-            before_frame, _, _ = _load(Path(previous), format, spec, phi)
-            if spec.label_column in before_frame.columns:
-                before = _label_distribution(before_frame, spec.label_column)
-                stats["labels_previous"] = before
-                outcomes.append(_balance_drift(current, before, float(spec.max_balance_drift)))
+        if spec.max_balance_drift is not None:
+            outcomes.append(_label_balance(current, spec, stats, previous, previous_name, format, phi))
     failed = [o for o in outcomes if not o.passed and o.severity == "error"]
     flagged = [o for o in outcomes if not o.passed and o.severity == "warning"]
     if failed:

@@ -165,6 +165,22 @@ class SuiteColumn(Strict):
     max: float | None = None
     nullable: bool = False
     values: list[Any] | None = None
+    regex: str | None = Field(None, description="every value matches this regular expression")
+    unique: bool = Field(False, description="no value occurs twice")
+    min_length: int | None = Field(None, ge=0, description="shortest value (characters)")
+    max_length: int | None = Field(None, ge=0, description="longest value (characters)")
+    thousands: Literal[",", ".", " ", "'", "_"] | None = Field(
+        None, description="numbers may group thousands with this separator ('1,234.5'); a number type")
+
+
+class SuiteExpectation(Strict):
+    """A native Great Expectations expectation, run as it is."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    type: str = Field(description="a GX 1.x expectation type, e.g. expect_column_values_to_match_regex")
+    kwargs: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
 
 
 class SuiteLabel(Strict):
@@ -173,6 +189,8 @@ class SuiteLabel(Strict):
     column: str | None = None
     values: list[Any] | None = None
     max_balance_drift: Fraction | None = None
+    baseline: dict[str, Fraction] | None = Field(
+        None, description="each label's share, compared against when no earlier attested version exists")
 
 
 class SuiteRowCount(Strict):
@@ -201,6 +219,8 @@ class ExpectationSuiteFile(Strict):
     expect_no_duplicate_rows: bool = False
     row_count: SuiteRowCount | None = None
     images: SuiteImages | None = None
+    expectations: list[SuiteExpectation] = Field(
+        [], description="native GX expectations, run beside the shorthand (a native GX suite file is read too)")
 
 
 # -- project file ------------------------------------------------------------------------------------------

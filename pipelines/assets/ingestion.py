@@ -50,6 +50,9 @@ def _metadata(source: Source, outcome: StepOutcome, links: Any) -> dict[str, Any
     docs_key = details.get("data_docs_key")
     if isinstance(docs_key, str) and docs_key:  # the store's copy, served over HTTP (never a file:// link)
         data["data_docs"] = link(links.record(docs_key), str(details.get("data_docs_store") or docs_key))
+    index_key = details.get("data_docs_index_key")
+    if isinstance(index_key, str) and index_key:
+        data["data_docs_index"] = link(links.record(index_key), index_key)
     failed = details.get("failed")
     if failed:
         rows = [f"| {f.get('name', f.get('rule', '?'))} | {str(f.get('detail', '')).replace('|', '/')[:200]} |"

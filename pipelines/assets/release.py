@@ -156,7 +156,8 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             raise _fail(context, error) from error
         (context.log.info if gate.passed else context.log.error)(f"release gate: {gate.reason}")
         table = dg.MetadataValue.table(
-            records=[dg.TableRecord({"measure": a, "value": b, "policy": c, "verdict": d}) for a, b, c, d in gate.rows()],
+            records=[dg.TableRecord({"measure": a, "value": b, "policy": c, "verdict": d})
+                     for a, b, c, d in gate.rows()],
             schema=dg.TableSchema(columns=[dg.TableColumn(name, "string") for name in
                                            ("measure", "value", "policy", "verdict")]))
         summary = {"passed": gate.passed, "reason": gate.reason, "clean_accuracy": round(gate.clean_accuracy, 4)}

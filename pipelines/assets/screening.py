@@ -42,9 +42,9 @@ def _plots_markdown(plots: list[str]) -> str:
     return "\n\n".join(parts) or "(no plot)"
 
 
-def _metadata(outcome: ScreeningOutcome, links: Any, gate: str) -> dict[str, Any]:
+def _metadata(outcome: ScreeningOutcome, links: Any, gate: str, subject: str) -> dict[str, Any]:
     data: dict[str, Any] = {"status": "passed" if outcome.passed else "blocked",
-                            "headline": headline(outcome.name, gate, outcome.passed, outcome.reason),
+                            "headline": headline(subject, gate, outcome.passed, outcome.reason),
                             "reason": outcome.reason}
     summary = outcome.summary
     for name in ("samples", "flagged", "score", "seconds", "device", "output_digest", "quarantine_id"):
@@ -68,9 +68,9 @@ def _metadata(outcome: ScreeningOutcome, links: Any, gate: str) -> dict[str, Any
 
 
 def _result(check_name: str, outcome: ScreeningOutcome, context: Any, cairn: CairnResource,
-            gate: str) -> dg.MaterializeResult:
-    (context.log.info if outcome.passed else context.log.error)(f"{outcome.name}: {outcome.reason}")
-    metadata = _metadata(outcome, report_links(cairn), gate)
+            gate: str, subject: Source) -> dg.MaterializeResult:
+    (context.log.info if outcome.passed else context.log.error)(f"{subject.name}: {outcome.reason}")
+    metadata = _metadata(outcome, report_links(cairn), gate, subject.name)
     check = dg.AssetCheckResult(check_name=check_name, passed=outcome.passed, severity=dg.AssetCheckSeverity.ERROR,
                                 description=metadata["headline"],
                                 metadata={k: metadata[k] for k in ("status", "reason", "flagged", "score", "record")
@@ -104,7 +104,7 @@ def build_model_scan_asset(model: Source, datasets: list[Source]) -> dg.AssetsDe
         context.log.info(f"backdoor scan of {model.name}, probing with samples of {probing}")
         outcome = scan_model(ingestion.home, ingestion.store, model.key,
                              datasets=[(d.key, ScreenInputs.of(d)) for d in images])
-        return _result("no_backdoor_found", outcome, context, cairn, "scan")
+        return _result("no_backdoor_found", outcome, context, cairn, "scan", model)
 
     return _scan
 
@@ -126,7 +126,7 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
         context.log.info(f"screening {dataset.name} ({dataset.format}) for poisoning")
         outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None,
                                  inputs=ScreenInputs.of(dataset))
-        return _result("poisoning_within_policy", outcome, context, cairn, "screen")
+        return _result("poisoning_within_policy", outcome, context, cairn, "screen", dataset)
 
     return _screen
 

@@ -70,7 +70,7 @@ def test_policy_and_spec_errors_list_every_problem() -> None:
 
 
 def test_a_bad_suite_lists_its_problems(tmp_path: Path) -> None:
-    from integrity.scans.datasets import load_suite
+    from integrity.scans.expectations import load_suite
 
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps({"name": "s", "columns": {"a": {"type": "complex"}}, "colour": 1}))

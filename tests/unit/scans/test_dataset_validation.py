@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from integrity.errors import ArtifactReadError, UsageError
-from integrity.scans.datasets import load_suite, validate_dataset
+from integrity.scans.datasets import validate_dataset
+from integrity.scans.expectations import load_suite
 from pipelines.staging import _write_breast_cancer, _write_dicom, _write_digits
 
 SUITES = Path(__file__).resolve().parents[3] / "integrity" / "data" / "expectations"
