@@ -45,7 +45,6 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """The Dagster webserver and, beside it, the report server its links point to; both stop together."""
     import os
     import shutil
-    import subprocess
     import sys
 
     from integrity.cli.distribution import listen_address
@@ -67,17 +66,38 @@ def cmd_ui(args: argparse.Namespace) -> int:
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     command = [webserver, "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     if settings.reports_url is None:
-        print(f"Dagster UI at http://{args.host}:{args.port} (no report server: CAIRN_REPORTS_URL=none)")
-        return subprocess.call(command, env=env, cwd=workspace.parent)
+        print(f"Dagster UI at http://{args.host}:{args.port} (no report server: CAIRN_REPORTS_URL=none)", flush=True)
+        return _run_until_stopped(command, env, workspace.parent)
     host, port = listen_address(settings.reports_url, None, None)
     server = ReportServer(open_store(settings.store), settings.releases, host=host, port=port, home=settings.home)
     with server.running():
         print(f"Dagster UI at http://{args.host}:{args.port}; records, Data Docs, lineage and audits at "
-              f"{settings.reports_url} (Ctrl-C stops both)")
+              f"{settings.reports_url} (Ctrl-C stops both)", flush=True)
+        return _run_until_stopped(command, env, workspace.parent)
+
+
+def _run_until_stopped(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run the webserver; Ctrl-C or SIGTERM stops it too (never left running without its report server)."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env, cwd=cwd)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
         try:
-            return subprocess.call(command, env=env, cwd=workspace.parent)
-        except KeyboardInterrupt:
-            return EXIT_OK
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(add: AddCommand) -> None:

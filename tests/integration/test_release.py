@@ -141,9 +141,16 @@ def test_provenance_edited_after_signing_fails_the_audit(demo: ReleaseDemo, tmp_
     provenance = json.loads((release / "provenance.intoto.json").read_text())
     provenance["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"] = "0" * 64
     (release / "provenance.intoto.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-    assert main(["audit", str(release), "--home", str(demo.home)]) == 1
+    html = tmp_path / "audit.html"
+    assert main(["audit", str(release), "--home", str(demo.home), "--html", str(html)]) == 1
     out = capsys.readouterr()
     assert "AUDIT FAILED" in out.out and "provenance.intoto.json" in out.err
+    # The failures come first, marked, before the lineage and the checks that passed.
+    text = out.out
+    assert text.index("!! ") < text.index("Lineage") and "!!   provenance.intoto.json" in text
+    page = html.read_text()
+    assert "id='failures'" in page and page.index("id='failures'") < page.index("<h2>Lineage")
+    assert "<tr class='fail'><td>FAIL</td><td>provenance.intoto.json</td>" in page
     # Re-signing the edited file with another key does not help: the index pins its digest and signer.
     from integrity.trust.methods.key import KeySigner
     from integrity.trust.signing import generate_key_pair, sign_artifact

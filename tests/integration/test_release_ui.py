@@ -207,7 +207,7 @@ def test_an_auditor_answers_the_four_questions_from_rendered_pages(served_releas
             page.goto(docs_url)
             validation = page.inner_text("body")
             assert "breast_cancer" in validation and "Succeeded" in validation, validation[:2000]
-            page.screenshot(path=str(ARTIFACTS / "auditor-6-data-docs.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "auditor-6-data-docs.png"))
             shots.append("auditor-6-data-docs.png")
         finally:
             browser.close()

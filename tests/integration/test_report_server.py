@@ -131,3 +131,40 @@ def test_cairn_serve_command(tmp_path: Path) -> None:
     bad = subprocess.run([cairn, "serve", "--home", str(home), "--reports-url", "ftp://x"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "CAIRN_REPORTS_URL" in bad.stdout + bad.stderr
+
+
+def test_cairn_ui_serves_the_dagster_ui_and_the_report_server_and_stops_both(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from tests.support.webserver import REPO, WEBSERVER
+
+    if not WEBSERVER.exists():
+        pytest.skip(f"dagster-webserver not installed at {WEBSERVER}")
+    home = tmp_path / "home"
+    open_store(str(home / "store")).write_key(RECORD, b'{"ok": true}')
+    ui, reports = free_port(), free_port()
+    env = {**os.environ, "DAGSTER_DISABLE_TELEMETRY": "1", "CAIRN_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)
+    process = subprocess.Popen([str(Path(sys.executable).parent / "cairn"), "ui", "--home", str(home), "--port",
+                                str(ui), "--reports-url", f"http://127.0.0.1:{reports}"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if _get(f"http://127.0.0.1:{ui}/server_info")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "cairn ui did not start"
+            time.sleep(0.5)
+        assert _get(f"http://127.0.0.1:{reports}/store/{RECORD}")[0] == 200  # beside it, the report server
+        assert (home / "dagster").is_dir()  # the instance lives in the home unless DAGSTER_HOME says otherwise
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    for port in (ui, reports):  # both stopped
+        with pytest.raises(OSError):
+            _get(f"http://127.0.0.1:{port}/")
