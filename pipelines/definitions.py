@@ -10,6 +10,7 @@ from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_a
 from pipelines.assets.release import RELEASE_GROUP, load_release_assets
 from pipelines.assets.screening import build_screening_assets
 from pipelines.checks import build_reverify_check
+from pipelines.progress import LOGGER, cairn_progress
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
 from pipelines.sensors import build_drop_sensor, explain_failed_runs
@@ -50,6 +51,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         schedules=[nightly_schedule],
         sensors=[build_drop_sensor(sources, ingest_job), explain_failed_runs],
         resources={"cairn": resource or CairnResource()},
+        loggers={LOGGER: cairn_progress},
     )
 
 

@@ -6,6 +6,7 @@ Runs are recorded in ``<home>/dagster`` (SQLite), so ``dagster dev`` pointed at 
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from integrity.intake.catalog import load_catalog
 from integrity.intake.ingest import Ingestion
 from integrity.settings import current
 from pipelines.instance import dagster_home
+from pipelines.progress import progress_run_config
 from pipelines.resources import DEMO_CATALOG, CairnResource
 
 
-def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: str = "CRITICAL"
+def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, progress: bool = False
                         ) -> dg.ExecuteInProcessResult:
     """One run of the named job ``ingest_sources`` over every source; failed gates skip only their own
     source's later steps."""
@@ -32,13 +34,13 @@ def materialize_catalog(home: Path, catalog: Path = DEMO_CATALOG, *, log_level: 
         instance=instance,
         raise_on_error=False,
         tags={"cairn/trigger": "demo"},
-        # The summary table says what happened; the full event log is in the Dagster UI.
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        # Progress lines (or silence); the summary table says what happened, the UI has the event log.
+        run_config=progress_run_config(progress),
     )
 
 
 def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | None = None,
-                         log_level: str = "CRITICAL") -> dg.ExecuteInProcessResult:
+                         progress: bool = False) -> dg.ExecuteInProcessResult:
     """One run of the named job ``release_models`` (the ingestion assets are upstream, already materialized)."""
     from pipelines.definitions import RELEASE_JOB, build_definitions
 
@@ -49,7 +51,7 @@ def materialize_releases(home: Path, catalog: Path, *, specs: Sequence[Path] | N
         instance=instance,
         raise_on_error=False,
         tags={"cairn/trigger": "demo", "cairn/job": "release"},
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config=progress_run_config(progress),
     )
 
 
@@ -93,10 +95,22 @@ def _apply_screening(home: Path, key: str, row: dict[str, object]) -> None:
 
 
 def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: bool = False) -> int:
-    result = materialize_catalog(home)
-    rows = summarize(home)
+    from pipelines.staging import demo_catalog, demo_release_specs
+
+    catalog = demo_catalog(home)
+    progress = not json_output
+
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+
+    say(f"cairn demo: ingesting the demo project's sources in {home} (Dagster job ingest_sources)")
+    result = materialize_catalog(home, catalog, progress=progress)
+    rows = summarize(home, catalog)
     unexpected = [r for r in rows if expected.get(str(r["source"])) not in (None, r["status"])]
-    releases = release_demo(home)
+    say("cairn demo: fine-tuning, gating and releasing (Dagster job release_models)")
+    releases = release_demo(home, catalog, specs=demo_release_specs(home), progress=progress)
+    say("cairn demo: publishing each release to the store and pulling it back verified")
     unexpected += [r for r in releases if r["status"] != "released"]
     unexpected += [r for r in distribute_demo(home, releases) if r.get("distributed") is False]
     if json_output:
@@ -116,22 +130,24 @@ def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: b
     print(f"\n{attested} attested, {len(rows) - attested} quarantined. Records: {home / 'store'}; "
           f"attested copies: {home / 'attested'}.")
     print_releases(releases)
-    print("Open the lineage in the Dagster UI (records, Data Docs and audits are linked from it):\n"
-          f"  .venv/bin/cairn ui --home {home}")
+    cairn = Path(sys.executable).parent / "cairn"
+    print(f"The demo is a project in {home} (cairn.yaml, catalog.yaml, suites/, release-specs/). Open it in the "
+          f"Dagster UI (records, Data Docs and audits are linked from it):\n  cd {home} && {cairn} ui")
     if unexpected:
         names = [str(r.get("source") or r.get("model")) for r in unexpected]
         print(f"\nUNEXPECTED: {', '.join(names)} did not end as expected")
     return EXIT_REJECTED if unexpected else EXIT_OK
 
 
-def release_demo(home: Path, catalog: Path = DEMO_CATALOG) -> list[dict[str, object]]:
+def release_demo(home: Path, catalog: Path = DEMO_CATALOG, *, specs: Sequence[Path] | None = None,
+                 progress: bool = False) -> list[dict[str, object]]:
     """Fine-tune, gate and release every release spec through Dagster; one summary row per model."""
     from pipelines.assets.release import load_release_assets, release_asset_key
 
-    specs, _ = load_release_assets()
-    result = materialize_releases(home, catalog)
+    loaded, _ = load_release_assets(specs)
+    result = materialize_releases(home, catalog, specs=specs, progress=progress)
     rows: list[dict[str, object]] = []
-    for spec in specs:
+    for spec in loaded:
         row: dict[str, object] = {"model": spec.model, "status": "not released", "run_id": result.run_id}
         for stage in ("fine_tuned", "evaluated", "released"):
             events = result.asset_materializations_for_node(f"{release_asset_key(spec, stage).to_python_identifier()}")

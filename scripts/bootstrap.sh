@@ -2,6 +2,7 @@
 # Create (or reuse) the project virtualenv in .venv and install Cairn into it.
 #   scripts/bootstrap.sh          runtime dependencies
 #   scripts/bootstrap.sh --test   plus the test and lint tools
+#   scripts/bootstrap.sh --bench  plus the benchmark peers (ART, cleanlab) and Debian's Fashion-MNIST
 # Offline-friendly: everything comes from the package index; nothing is fetched at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--bench" ] && extras="[test,bench]"
 "${PIP[@]}" install -e ".${extras}"
 # Dependency conflicts are a supply-chain problem too: refuse to continue on a broken set.
 .venv/bin/python -m pip check
@@ -37,10 +39,12 @@ fi
 # System packages the tests use for real parts: Debian's Chromium (the Dagster UI is driven
 # headless with Python playwright, never `playwright install`) and a PostgreSQL server (the
 # deployment's Dagster instance). Tests that need one skip, saying why, where it is missing.
-if [ "${1:-}" = "--test" ] && command -v apt-get >/dev/null 2>&1; then
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--bench" ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+  # The per-rate poisoning benchmark's image data (offline: a Debian package, never a download).
+  [ "${1:-}" = "--bench" ] && [ ! -d /usr/share/datasets/fashion-mnist ] && missing+=(dataset-fashion-mnist)
   if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"

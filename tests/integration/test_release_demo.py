@@ -136,3 +136,27 @@ def test_audit_passes_and_names_any_changed_file(demo: ReleaseDemo, tmp_path: Pa
         assert code == 1, f"{name}: {out.out[-2000:]}"
         assert f"cairn audit: {name}" in out.err or f"/{name}" in out.err, f"{name} not named:\n{out.err}"
         assert "AUDIT FAILED" in out.out
+
+
+def test_the_demo_is_a_project_in_its_home_and_says_what_it_does(demo: ReleaseDemo) -> None:
+    """`cairn demo` makes its home a project (the layout `cairn init` gives a user) and runs from its files;
+    it shows progress (stage and source) while it runs, not only a summary at the end."""
+    from integrity.intake.catalog import load_catalog
+    from integrity.settings import Settings
+
+    settings = Settings(environ={}, project=demo.home / "cairn.yaml")
+    assert settings.home == demo.home and settings.catalog == demo.home / "catalog.yaml"
+    assert settings.suites == demo.home / "suites" and (settings.suites / "digits.json").is_file()
+    assert [p.name for p in settings.release_specs] == ["demo.yaml"]
+    catalog = load_catalog(settings.catalog, root=demo.home)
+    assert catalog.source("digits").suite == demo.home / "suites" / "digits.json"  # the project's copy
+    assert (demo.home / "workspace.yaml").is_file()
+    # The provenance names the project's catalog, not the packaged one.
+    provenance = json.loads((demo.release / "provenance.intoto.json").read_text())
+    assert provenance["predicate"]["buildDefinition"]["externalParameters"]["catalog"]["path"] == str(
+        demo.home / "catalog.yaml")
+    for line in ("cairn demo: ingesting the demo project's sources", "[digits/screened] screening digits",
+                 "!! [digits_vendor_b/screened] digits-vendor-b: backdoor signature",
+                 "[digits_classifier/released] released digits-classifier"):
+        assert line in demo.output, line
+    assert "Dependencies for step" not in demo.output  # Dagster's cascade of skipped steps is not progress
