@@ -51,7 +51,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         schedules=[nightly_schedule],
         sensors=[build_drop_sensor(sources, ingest_job), explain_failed_runs],
         resources={"cairn": resource or CairnResource()},
-        loggers={LOGGER: cairn_progress},
+        loggers={LOGGER: cairn_progress, "console": dg.colored_console_logger},
     )
 
 

@@ -95,7 +95,7 @@ def _apply_screening(home: Path, key: str, row: dict[str, object]) -> None:
 
 
 def run_pipeline_demo(home: Path, expected: Mapping[str, str], *, json_output: bool = False) -> int:
-    from pipelines.staging import demo_catalog, demo_release_specs
+    from pipelines.demo_project import demo_catalog, demo_release_specs
 
     catalog = demo_catalog(home)
     progress = not json_output

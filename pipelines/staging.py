@@ -240,69 +240,18 @@ def stage_demo(home: Path | None = None) -> Path:
     once("dicom-with-phi", lambda f: _write_dicom(f, deidentify=False), by_key(imaging_key))
     once("digits-vendor-b", _write_poisoned_digits, by_certificate)
     _write_policy(home / "policy.yaml", keys)
+    from pipelines.demo_project import write_demo_project
+
     write_demo_project(home)
     _release_identity(home)
     return home
-
-
-#: The demo's project files in its home (the same layout a user's `cairn init` project has).
-DEMO_PROJECT_FILE = "cairn.yaml"
-DEMO_SPECS = "release-specs"  # `releases/` holds the signed bundles in a home
-
-
-def write_demo_project(home: Path) -> None:
-    """Make the demo home a project: its catalog, suites and release specs, copied in once.
-
-    Every later demo run, `cairn ui` and the CLI run from the home use these files, as they would a
-    user's project; the packaged originals are only the templates. Files already there are kept
-    (edit them to experiment; delete the home to start over).
-    """
-    import yaml
-
-    from integrity.settings import package_data
-
-    def once(path: Path, data: bytes) -> None:
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data)
-
-    catalog = yaml.safe_load(package_data("catalogs", "demo.yaml").read_text(encoding="utf-8"))
-    catalog = {**catalog, "root": ".", "suites": "suites"}
-    header = "# The demo's catalog (a copy `cairn demo` made of the packaged one); edit it like a project's.\n"
-    once(home / "catalog.yaml", (header + yaml.safe_dump(catalog, sort_keys=False)).encode())
-    for suite in sorted(package_data("expectations").glob("*.json")):
-        once(home / "suites" / suite.name, suite.read_bytes())
-    for spec in sorted(package_data("releases").glob("*.yaml")):
-        once(home / DEMO_SPECS / spec.name, spec.read_bytes())
-    once(home / DEMO_PROJECT_FILE, (
-        "# The demo project `cairn demo` made: run cairn here (or `cairn ui` here) to use its files.\n"
-        f"home: .\ncatalog: catalog.yaml\nsuites: suites\nrelease_spec: {DEMO_SPECS}\n"
-        "release_policy: release-policy.yaml\n").encode())
-    once(home / "workspace.yaml", (
-        b"# `cairn ui` (or `dagster dev -w workspace.yaml`) from this folder serves the demo project.\n"
-        b"load_from:\n  - python_module:\n      module_name: pipelines.definitions\n      attribute: defs\n"
-    ))
-
-
-def demo_catalog(home: Path) -> Path:
-    """The catalog the demo runs: its project's copy."""
-    return home / "catalog.yaml"
-
-
-def demo_release_specs(home: Path) -> list[Path]:
-    """``$CAIRN_RELEASE_SPEC`` where set, else the demo project's release specs."""
-    from integrity.settings import current
-
-    settings = current()
-    if settings.raw("release_spec"):
-        return settings.release_specs
-    return sorted((home / DEMO_SPECS).glob("*.yaml"))
 
 
 def _release_identity(home: Path) -> None:
     """The pipeline's release identity (``keys/release.{key,pub}``) and who may sign which model's releases."""
     from integrity.release.spec import load_release_spec
     from integrity.release.steps import ensure_release_identity
+    from pipelines.demo_project import demo_release_specs
 
     specs = demo_release_specs(home)
     models = []

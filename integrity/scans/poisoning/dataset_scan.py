@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from integrity.errors import UsageError
+from integrity.scans.poisoning.classifier import classifier_disagreement
 from integrity.scans.poisoning.features import FoundationModel, pick_device
 from integrity.scans.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.scans.poisoning.policy import PolicyResult, ScanPolicy
@@ -98,7 +99,17 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
     views = feature_views(x, foundation=foundation, device=device, foundation_features=foundation_features)
     scored = [view_scores(name, z, y, k=k, device=device) for name, z in views.items()]
     perturbed = perturbation_scores(x, device=device)
-    scores = np.maximum(combine(scored), perturbed.combined)
+    extra: dict[str, Any] = {}
+    label_evidence = None
+    if not _as_images(x):  # tables: an out-of-fold classifier judges each label (classifier.py)
+        found = classifier_disagreement(views["raw"], y)
+        if found is not None:
+            label_evidence, extra["label_classifier"] = found
+    # Where the classifier judges labels, it replaces the neighbour test's label evidence; the backdoor
+    # rules (residual splits, seeded groups) stay.
+    scores = np.maximum(combine(scored, labels=None if label_evidence is None else y), perturbed.combined)
+    if label_evidence is not None:
+        scores = np.maximum(scores, label_evidence)
     split_classes = sorted({c for v in scored for c in v.split_classes})
     flagged = policy.flags(scores, y, split_classes)
     verdict = policy.check(int(flagged.sum()), len(y), split_classes)
@@ -106,5 +117,5 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
                        {"policy": {"flag_threshold": policy.flag_threshold,
                                    "max_flagged_fraction": policy.max_flagged_fraction,
                                    "fail_on_backdoor_split": policy.fail_on_backdoor_split,
-                                   "backdoor_class_threshold": policy.backdoor_class_threshold}},
+                                   "backdoor_class_threshold": policy.backdoor_class_threshold}, **extra},
                        perturbed)

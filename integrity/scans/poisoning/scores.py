@@ -195,9 +195,18 @@ def view_scores(view: str, z: np.ndarray, y: np.ndarray, *, k: int = 20, residua
     return ViewScores(view, consistency, seeded, split, splits, stats)
 
 
-def combine(views: list[ViewScores]) -> np.ndarray:
-    """One score per sample: the strongest evidence any view gives (robust-z units)."""
-    parts = [np.maximum(np.maximum(v.consistency, v.split), v.seeded) for v in views]
+def combine(views: list[ViewScores], *, labels: np.ndarray | None = None) -> np.ndarray:
+    """One score per sample: the strongest evidence any view gives (robust-z units).
+
+    With ``labels`` (a classifier judges labels instead, see classifier.py) the neighbour test's label
+    evidence is left out, and the seeded-group score counts only in classes that show a backdoor
+    signature: on its own it is a per-class z that clean tables reach too.
+    """
+    if labels is None:
+        parts = [np.maximum(np.maximum(v.consistency, v.split), v.seeded) for v in views]
+    else:
+        parts = [np.maximum(v.split, np.where(np.isin(labels, list(v.split_classes)), v.seeded, -np.inf))
+                 for v in views]
     combined: np.ndarray = np.max(np.stack(parts), axis=0)
     return combined
 
