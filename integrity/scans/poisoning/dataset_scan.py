@@ -12,6 +12,7 @@ from integrity.scans.poisoning.features import FoundationModel, pick_device
 from integrity.scans.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.scans.poisoning.policy import PolicyResult, ScanPolicy
 from integrity.scans.poisoning.scores import ViewScores, combine, describe, pca_reduce, view_scores
+from integrity.scans.poisoning.triggers import shared_extremes
 
 RAW_DIMS = 128  # raw inputs larger than this are PCA-reduced (distances barely change)
 FOUNDATION_DIMS = 64
@@ -34,7 +35,9 @@ class DatasetScan:
 
     @property
     def split_classes(self) -> list[int]:
-        return sorted({c for v in self.views for c in v.split_classes})
+        """Classes with a backdoor signature: a residual split in a view, or a trigger on feature values."""
+        triggers = {int(c) for c in (self.details.get("feature_triggers") or {})}
+        return sorted({c for v in self.views for c in v.split_classes} | triggers)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -101,16 +104,23 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
     perturbed = perturbation_scores(x, device=device)
     extra: dict[str, Any] = {}
     label_evidence = None
+    trigger_scores: np.ndarray | None = None
+    trigger_classes: dict[int, dict[str, Any]] = {}
     if not _as_images(x):  # tables: an out-of-fold classifier judges each label (classifier.py)
         found = classifier_disagreement(views["raw"], y)
         if found is not None:
             label_evidence, extra["label_classifier"] = found
+        trigger_scores, trigger_classes = shared_extremes(views["raw"], y)  # triggers on feature values
+        if trigger_classes:
+            extra["feature_triggers"] = {str(c): v for c, v in trigger_classes.items()}
     # Where the classifier judges labels, it replaces the neighbour test's label evidence; the backdoor
     # rules (residual splits, seeded groups) stay.
     scores = np.maximum(combine(scored, labels=None if label_evidence is None else y), perturbed.combined)
     if label_evidence is not None:
         scores = np.maximum(scores, label_evidence)
-    split_classes = sorted({c for v in scored for c in v.split_classes})
+    if trigger_scores is not None:
+        scores = np.maximum(scores, trigger_scores)
+    split_classes = sorted({c for v in scored for c in v.split_classes} | set(trigger_classes))
     flagged = policy.flags(scores, y, split_classes)
     verdict = policy.check(int(flagged.sum()), len(y), split_classes)
     return DatasetScan(scores, flagged, verdict, scored, y, device, time.perf_counter() - started,

@@ -174,3 +174,46 @@ def test_quantised_clean_label_poisons_use_only_the_datasets_values(digits):
     assert not set(np.unique(plain.x)) <= set(np.unique(x))
     assert 0 < snapped.details["values_changed_per_poison"] < plain.details["values_changed_per_poison"]
     assert np.isinf(perturbation_scores(snapped.x).encoding).all()
+
+
+def _breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32), y
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.1])
+def test_tabular_feature_triggers_are_a_backdoor_signature(rate: float) -> None:
+    x, y = _breast_cancer()
+    poisoned = inject(x, y, "badnets", rate, seed=0, target=0, num_classes=2)
+    result = scan_dataset(poisoned.x, poisoned.y)
+    assert not result.verdict.passed and result.split_classes == [0]
+    assert result.flagged[poisoned.poison].all()  # every stamped row
+    assert result.flagged[~poisoned.poison].mean() <= 0.01
+    found = result.details["feature_triggers"]["0"]
+    assert found["rule"] == "shared extreme feature values" and found["members"] == int(poisoned.poison.sum())
+
+
+def test_clean_tables_and_natural_repeated_extremes_are_not_triggers() -> None:
+    x, y = _breast_cancer()
+    clean = scan_dataset(x, y)
+    assert clean.verdict.passed and clean.flagged.mean() <= 0.01 and "feature_triggers" not in clean.details
+    # A capped sensor: class 1's largest values of one feature clipped to one value. The rows share an
+    # extreme value and one label, but look like their own class without it: no trigger.
+    capped = x.copy()
+    column = capped[:, 3]
+    top = np.flatnonzero(y == 1)[np.argsort(column[y == 1])[-12:]]
+    capped[top, 3] = 2.5
+    result = scan_dataset(capped, y)
+    assert "feature_triggers" not in result.details and result.verdict.passed
+
+
+def test_tabular_label_flips_are_judged_by_an_out_of_fold_classifier() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    x, y = _breast_cancer()
+    poisoned = inject(x, y, "label_flip", 0.05, seed=1, num_classes=2)
+    result = scan_dataset(poisoned.x, poisoned.y)
+    assert roc_auc_score(poisoned.poison, result.scores) >= 0.99
+    assert result.details["label_classifier"]["passes"] == 2
