@@ -12,6 +12,10 @@ from typing import Any
 import dagster as dg
 
 LOGGER = "cairn_progress"
+#: What Dagster itself logs as plain messages about steps it skips or fails (a failed gate's cascade);
+#: Cairn's own lines already say why.
+_DAGSTER_LINES = ("Dependencies for step", "Execution of step", "Execution of run", "Started execution",
+                  "Finished execution", "Executing steps", "Skipping", "Step ")
 
 
 class _ProgressHandler(logging.Handler):
@@ -24,6 +28,8 @@ class _ProgressHandler(logging.Handler):
         step = str(meta.get("step_key") or "run").replace("__", "/")
         message = str(meta.get("orig_message") or record.getMessage()).strip().splitlines()
         if not message:
+            return
+        if message[0].startswith(_DAGSTER_LINES):
             return
         mark = "!!" if record.levelno >= logging.ERROR else "  "
         print(f"{mark} [{step}] {message[0][:200]}", file=sys.stderr, flush=True)
