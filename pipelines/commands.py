@@ -36,8 +36,9 @@ def _workspace(named: str | None) -> Path:
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="cairn-ui-"))
-    (folder / "workspace.yaml").write_text(
-        "load_from:\n  - python_module:\n      module_name: pipelines.definitions\n      attribute: defs\n")
+    from integrity.cli.project import WORKSPACE
+
+    (folder / "workspace.yaml").write_text(WORKSPACE)
     return folder / "workspace.yaml"
 
 

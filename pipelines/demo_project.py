@@ -18,6 +18,7 @@ def write_demo_project(home: Path) -> None:
     """
     import yaml
 
+    from integrity.cli.project import WORKSPACE
     from integrity.settings import package_data
 
     def once(path: Path, data: bytes) -> None:
@@ -37,10 +38,7 @@ def write_demo_project(home: Path) -> None:
         "# The demo project `cairn demo` made: run cairn here (or `cairn ui` here) to use its files.\n"
         f"home: .\ncatalog: catalog.yaml\nsuites: suites\nrelease_spec: {DEMO_SPECS}\n"
         "release_policy: release-policy.yaml\n").encode())
-    once(home / "workspace.yaml", (
-        b"# `cairn ui` (or `dagster dev -w workspace.yaml`) from this folder serves the demo project.\n"
-        b"load_from:\n  - python_module:\n      module_name: pipelines.definitions\n      attribute: defs\n"
-    ))
+    once(home / "workspace.yaml", WORKSPACE.encode())  # the same file `cairn init` writes
 
 
 def demo_catalog(home: Path) -> Path:

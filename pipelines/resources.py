@@ -50,13 +50,11 @@ class CairnResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return Ingestion.open(self.load_catalog(), home=home, store=current(home=home, store=self.store).store)
 
 
-def report_links(cairn: CairnResource) -> "ReportLinks":
-    """Where the UI's links point: the report server (``cairn serve``), an S3 store's presigned URLs, or nowhere."""
+def report_links(cairn: CairnResource, store: object) -> "ReportLinks":
+    """Where the UI's links point: the report server (``cairn serve``), ``store``'s presigned URLs (S3), or nowhere."""
     from integrity.distribution.reports import ReportLinks
 
-    home = _home(cairn.home)
-    settings = current(home=home, store=cairn.store)
-    return ReportLinks(settings.reports_url, cairn.ingestion().store)
+    return ReportLinks(current(home=_home(cairn.home), store=cairn.store).reports_url, store)
 
 
 def link(url: str | None, shown: str | None) -> dg.MetadataValue:  # type: ignore[type-arg]

@@ -48,12 +48,6 @@ class ReportLinks:
     base: str | None
     store: Any = None
 
-    @classmethod
-    def configured(cls, store: Any = None) -> "ReportLinks":
-        from integrity.settings import current
-
-        return cls(current().reports_url, store)
-
     def record(self, key: str | None) -> str | None:
         """The URL of a store document (a record key such as ``records/verifications/...``)."""
         if not key:

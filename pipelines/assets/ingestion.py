@@ -105,7 +105,7 @@ def _build_stage(source: Source, index: int) -> dg.AssetsDefinition:
             context.log.info(f"{source.name} {step}: {outcome.reason}")
         else:
             context.log.error(f"{source.name} {step} REJECTED, quarantined: {outcome.reason}")
-        metadata = _metadata(source, outcome, report_links(cairn))
+        metadata = _metadata(source, outcome, report_links(cairn, ingestion.store))
         check = dg.AssetCheckResult(
             check_name=check_name,
             passed=outcome.passed,

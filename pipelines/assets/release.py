@@ -60,22 +60,21 @@ def _fail(context: Any, error: CairnError) -> dg.Failure:
     return dg.Failure(description=one_sentence(error.reason), metadata=metadata, allow_retries=False)
 
 
-def _record_link(cairn: CairnResource, key: str | None) -> dg.MetadataValue:  # type: ignore[type-arg]
+def _record_link(links: Any, store: Any, key: str | None) -> dg.MetadataValue:  # type: ignore[type-arg]
     """A record as a link to the report server (or a presigned URL); the store location as text without one."""
     if not key:
         return dg.MetadataValue.text("-")
-    return link(report_links(cairn).record(key), cairn.ingestion().store.describe(key))
+    return link(links.record(key), store.describe(key))
 
 
-def _record_cell(cairn: CairnResource, key: str | None) -> str:
+def _record_cell(links: Any, store: Any, key: str | None) -> str:
     if not key:
         return "-"
-    url = report_links(cairn).record(key)
-    name = key.rsplit("/", 1)[-1]
-    return f"[{name}]({url})" if url else f"`{cairn.ingestion().store.describe(key)}`"
+    url = links.record(key)
+    return f"[{key.rsplit('/', 1)[-1]}]({url})" if url else f"`{store.describe(key)}`"
 
 
-def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
+def _inputs_table(links: Any, store: Any, inputs: Sequence[Any]) -> str:
     from integrity.release.inputs import signer_summary
 
     rows = ["| input | role | verified sha256 | used sha256 | signer (policy rule it matched) | verification record |",
@@ -83,7 +82,7 @@ def _inputs_table(cairn: CairnResource, inputs: Sequence[Any]) -> str:
     for item in inputs:
         signer = signer_summary(item.signer, item.policy).replace("|", "/")
         rows.append(f"| {item.name} | {item.ref.role} | `{item.verified_digest[:16]}…` | `{item.digest[:16]}…` | "
-                    f"{signer} | {_record_cell(cairn, item.records.get('verification'))} |")
+                    f"{signer} | {_record_cell(links, store, item.records.get('verification'))} |")
     return "\n".join(rows)
 
 
@@ -108,7 +107,9 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
     def _fine_tuned(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         from integrity.release.steps import ReleaseWork
 
-        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        ingestion = cairn.ingestion()
+        store, links = ingestion.store, report_links(cairn, ingestion.store)
+        work = ReleaseWork(ingestion, spec, log=context.log.info)
         try:
             run = work.train(run_id=f"{context.run.run_id[:8]}-{os.urandom(3).hex()}")
         except CairnError as error:
@@ -118,13 +119,13 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "model_digest": f"sha256:{run.model_digest}",
                 "training_run": run.run_id,
-                "training_record": _record_link(cairn, run.record_key),
+                "training_record": _record_link(links, store, run.record_key),
                 "device": str(predicate["device"]),
                 "steps": predicate["result"]["steps"],
                 "train_accuracy_last_epoch": round(float(predicate["result"]["trainAccuracy"]), 4),
                 "seconds": predicate["seconds"],
                 "code_commit": str(predicate["code"].get("commit")),
-                "inputs": dg.MetadataValue.md(_inputs_table(cairn, run.inputs)),
+                "inputs": dg.MetadataValue.md(_inputs_table(links, store, run.inputs)),
                 "hyperparameters": dg.MetadataValue.json(predicate["hyperparameters"]),
                 "seeds": dg.MetadataValue.json(predicate["seeds"]),
                 "libraries": dg.MetadataValue.json(predicate["libraries"]),
@@ -149,7 +150,8 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
     def _evaluated(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         from integrity.release.steps import ReleaseWork
 
-        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        ingestion = cairn.ingestion()
+        work = ReleaseWork(ingestion, spec, log=context.log.info)
         try:
             gate = work.evaluate()
         except CairnError as error:
@@ -163,7 +165,8 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         summary = {"passed": gate.passed, "reason": gate.reason, "clean_accuracy": round(gate.clean_accuracy, 4)}
         return dg.MaterializeResult(
             metadata={**summary, "gate": table,
-                      "evaluation_record": _record_link(cairn, gate.record_key),
+                      "evaluation_record": _record_link(report_links(cairn, ingestion.store), ingestion.store,
+                                                        gate.record_key),
                       "model_digest": f"sha256:{gate.model_digest}"},
             check_results=[dg.AssetCheckResult(check_name=GATE_CHECK, passed=gate.passed,
                                                severity=dg.AssetCheckSeverity.ERROR,
@@ -187,12 +190,13 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         from integrity.release.provenance import lineage_markdown
         from integrity.release.steps import ReleaseWork
 
-        work = ReleaseWork(cairn.ingestion(), spec, log=context.log.info)
+        ingestion = cairn.ingestion()
+        work = ReleaseWork(ingestion, spec, log=context.log.info)
         try:
             result = work.release(invocation_id=context.run.run_id, assets=_asset_paths(spec))
         except CairnError as error:
             raise _fail(context, error) from error
-        links = report_links(cairn)
+        store, links = ingestion.store, report_links(cairn, ingestion.store)
         signer = result.report.signer
         identity = signer.get("identity") or signer.get("key_fingerprint") or "?"
         signer_text = f"{signer.get('method')} {identity}"
@@ -206,7 +210,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             "signer": dg.MetadataValue.json(dict(signer)),
             "lineage": dg.MetadataValue.md(lineage_markdown(result.lineage)),
             "lineage_image": link(links.release_file(result.path, "lineage.svg"), str(result.path / "lineage.svg")),
-            "inputs": dg.MetadataValue.md(_inputs_table(cairn, inputs)),
+            "inputs": dg.MetadataValue.md(_inputs_table(links, store, inputs)),
             "provenance": dg.MetadataValue.json(json.loads((result.path / "provenance.intoto.json").read_text())),
             "bom": dg.MetadataValue.json(json.loads((result.path / "bom.cdx.json").read_text())),
             "gate": dg.MetadataValue.json(dict(result.context.gate.as_gate())),
@@ -214,7 +218,7 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
             "audit_command": dg.MetadataValue.text(f"cairn audit {result.path}"),
         }
         for item in inputs:
-            metadata[f"verification_record/{item.name}"] = _record_link(cairn, item.records.get("verification"))
+            metadata[f"verification_record/{item.name}"] = _record_link(links, store, item.records.get("verification"))
         return dg.MaterializeResult(metadata=metadata,
                                     data_version=dg.DataVersion(f"sha256:{result.context.model_digest}"))
 

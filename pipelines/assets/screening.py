@@ -67,10 +67,10 @@ def _metadata(outcome: ScreeningOutcome, links: Any, gate: str, subject: str) ->
     return data
 
 
-def _result(check_name: str, outcome: ScreeningOutcome, context: Any, cairn: CairnResource,
-            gate: str, subject: Source) -> dg.MaterializeResult:
+def _result(check_name: str, outcome: ScreeningOutcome, context: Any, links: Any, gate: str,
+            subject: Source) -> dg.MaterializeResult:
     (context.log.info if outcome.passed else context.log.error)(f"{subject.name}: {outcome.reason}")
-    metadata = _metadata(outcome, report_links(cairn), gate, subject.name)
+    metadata = _metadata(outcome, links, gate, subject.name)
     check = dg.AssetCheckResult(check_name=check_name, passed=outcome.passed, severity=dg.AssetCheckSeverity.ERROR,
                                 description=metadata["headline"],
                                 metadata={k: metadata[k] for k in ("status", "reason", "flagged", "score", "record")
@@ -104,7 +104,7 @@ def build_model_scan_asset(model: Source, datasets: list[Source]) -> dg.AssetsDe
         context.log.info(f"backdoor scan of {model.name}, probing with samples of {probing}")
         outcome = scan_model(ingestion.home, ingestion.store, model.key,
                              datasets=[(d.key, ScreenInputs.of(d)) for d in images])
-        return _result("no_backdoor_found", outcome, context, cairn, "scan", model)
+        return _result("no_backdoor_found", outcome, context, report_links(cairn, ingestion.store), "scan", model)
 
     return _scan
 
@@ -126,7 +126,8 @@ def build_screening_asset(dataset: Source, model: Source | None) -> dg.AssetsDef
         context.log.info(f"screening {dataset.name} ({dataset.format}) for poisoning")
         outcome = screen_dataset(ingestion.home, ingestion.store, dataset.key, model_key=model.key if model else None,
                                  inputs=ScreenInputs.of(dataset))
-        return _result("poisoning_within_policy", outcome, context, cairn, "screen", dataset)
+        return _result("poisoning_within_policy", outcome, context, report_links(cairn, ingestion.store), "screen",
+                       dataset)
 
     return _screen
 

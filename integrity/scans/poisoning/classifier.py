@@ -16,9 +16,9 @@ P_REF = 0.05
 THRESHOLD = 3.5
 
 
-def classifier_disagreement(z: np.ndarray, y: np.ndarray, *, seed: int = 0, folds: int = 5, passes: int = 2,
-                            drop_below: float = 0.5, c: float = 0.5) -> tuple[np.ndarray, dict[str, object]] | None:
-    """Per-sample score (higher: the label is less plausible), or None where a class is too small to fold."""
+def label_plausibility(z: np.ndarray, y: np.ndarray, *, seed: int = 0, folds: int = 5, passes: int = 2,
+                       drop_below: float = 0.5, c: float = 0.5) -> np.ndarray | None:
+    """Out-of-fold p(given label) per sample, or None where a class is too small to fold."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
@@ -42,6 +42,15 @@ def classifier_disagreement(z: np.ndarray, y: np.ndarray, *, seed: int = 0, fold
             known = {int(v): i for i, v in enumerate(model.classes_)}
             plausibility[test] = [proba[row, known[g]] if g in known else 0.0 for row, g in enumerate(given[test])]
         keep = plausibility >= drop_below
+    return plausibility
+
+
+def classifier_disagreement(z: np.ndarray, y: np.ndarray, *, seed: int = 0, folds: int = 5, passes: int = 2,
+                            drop_below: float = 0.5) -> tuple[np.ndarray, dict[str, object]] | None:
+    """Per-sample score on the threshold scale (higher: the label is less plausible), or None (see above)."""
+    plausibility = label_plausibility(z, y, seed=seed, folds=folds, passes=passes, drop_below=drop_below)
+    if plausibility is None:
+        return None
     scores = THRESHOLD * np.log(np.clip(plausibility, 1e-12, 1.0)) / np.log(P_REF)
-    return scores, {"folds": k, "passes": passes, "implausible": int((plausibility < drop_below).sum()),
-                    "p_ref": P_REF}
+    return scores, {"folds": int(min(folds, np.unique(y, return_counts=True)[1].min())), "passes": passes,
+                    "implausible": int((plausibility < drop_below).sum()), "p_ref": P_REF}

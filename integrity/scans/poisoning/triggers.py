@@ -24,7 +24,7 @@ MAX_GROUPS = 10  # the largest candidate groups are judged (each costs one k-fol
 def shared_extremes(z: np.ndarray, y: np.ndarray, *, min_share: float = 0.005, seed: int = 0
                     ) -> tuple[np.ndarray, dict[int, dict[str, Any]]]:
     """Per-sample scores (-inf where nothing is found) and the classes with a trigger signature."""
-    from integrity.scans.poisoning.classifier import classifier_disagreement
+    from integrity.scans.poisoning.classifier import label_plausibility
 
     z = np.asarray(z, dtype=np.float64)
     scores = np.full(len(y), -np.inf)
@@ -53,11 +53,10 @@ def shared_extremes(z: np.ndarray, y: np.ndarray, *, min_share: float = 0.005, s
         # below the extreme bar), so the classifier cannot read the trigger itself.
         stamped = np.flatnonzero(np.all(z[members] == z[members[0]], axis=0))
         rest = np.delete(z, stamped, axis=1)
-        judged = classifier_disagreement(rest, y, seed=seed, passes=1) if rest.shape[1] else None
-        if judged is None:
+        plausibility = label_plausibility(rest, y, seed=seed, passes=1) if rest.shape[1] else None
+        if plausibility is None:
             continue
-        implausible = judged[0][members] >= 3.5 * np.log(IMPLAUSIBLE) / np.log(0.05)  # p(label) < IMPLAUSIBLE
-        share = float(implausible.mean())
+        share = float((plausibility[members] < IMPLAUSIBLE).mean())
         if share < 0.5:
             continue  # a natural repeated value: the rows look like their own class without it
         scores[members] = 6.0
