@@ -129,7 +129,7 @@ class UnsignedArtifactError(VerificationError):
     """No signature was found for the artifact."""
 
     kind = "unsigned"
-    advice = "Ask the publisher for a signature bundle, or pass its location with --bundle."
+    advice = "Ask the publisher for a signature bundle, or pass its location with --signature."
 
 
 class SignatureError(VerificationError):

@@ -2,8 +2,11 @@
 
 import argparse
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -54,3 +57,38 @@ def add_location_options(parser: argparse.ArgumentParser, *, home: bool = True, 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+#: The signer options, worded the same on ``cairn verify`` and ``cairn policy add``.
+KEY_HELP = "the signer's pinned public key (PEM)"
+IDENTITY_HELP = "the signer's identity: Sigstore SAN (e-mail or workflow URI), or the certificate subject with --ca"
+ISSUER_HELP = "the signer's OIDC issuer URL (Sigstore)"
+
+
+def add_signer_options(parser: argparse.ArgumentParser, *, certificates: bool = False) -> None:
+    """``--key``, ``--identity``, ``--issuer`` (and ``--ca``/``--tsa``): who may sign, on every command that says it."""
+    parser.add_argument("--key", help=KEY_HELP)
+    parser.add_argument("--identity", help=IDENTITY_HELP)
+    parser.add_argument("--issuer", help=ISSUER_HELP)
+    if certificates:
+        parser.add_argument("--ca", help="pinned PEM CA certificate(s) (certificate method)")
+        parser.add_argument("--tsa", help="pinned PEM timestamp-authority certificate(s) (certificate method)")
+
+
+class _RenamedOption(argparse.Action):
+    """An option's old name: still accepted, stored under the new name's dest, with a warning."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        log.warning("%s is now called %s; the old name will go in a later release", option_string, self.new)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep ``old`` working for ``new`` (one name per concept; old scripts do not break). Hidden from help."""
+    dest = new.lstrip("-").replace("-", "_")
+    parser.add_argument(old, dest=dest, action=_RenamedOption, new=new, help=argparse.SUPPRESS)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from integrity.cli.common import AddCommand, add_location_options, emit
+from integrity.cli.common import AddCommand, add_location_options, add_renamed_option, emit
 from integrity.errors import EXIT_OK, UsageError
 
 
@@ -152,9 +152,9 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     if args.keyless:
         signer = KeylessSigner(identity_token=args.identity_token)
     else:
-        key = Path(args.signing_key) if args.signing_key else _home(args) / "keys" / "release.key"
+        key = Path(args.key) if args.key else _home(args) / "keys" / "release.key"
         if not key.is_file():
-            raise UsageError(f"no revocation signing key at {key}; pass --signing-key (the release identity)")
+            raise UsageError(f"no revocation signing key at {key}; pass --key (the release identity's private key)")
         signer = KeySigner.from_file(key)
     store = _store(args)
     from integrity.distribution.incidents import find_subject
@@ -229,7 +229,8 @@ def add_distribution_commands(add: AddCommand) -> None:
     p.add_argument("--policy-digest", help="revoke a policy version: sha256:<policy file digest>")
     p.add_argument("--artifact", help="revoke exact bytes: sha256:<content digest>")
     p.add_argument("--reason", required=True, help="why (auditors read it)")
-    p.add_argument("--signing-key", help="revocation authority's private key (default HOME/keys/release.key)")
+    p.add_argument("--key", help="the revocation authority's private key (PEM; default HOME/keys/release.key)")
+    add_renamed_option(p, "--signing-key", "--key")
     p.add_argument("--keyless", action="store_true", help="sign keyless with Sigstore instead")
     p.add_argument("--identity-token", help="OIDC token for --keyless")
     p.add_argument("--dry-run", action="store_true", help="say what would be revoked and which releases it affects")

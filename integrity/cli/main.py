@@ -1,40 +1,25 @@
 """The ``cairn`` command line.
 
 Exit codes: 0 verified/ok, 1 rejected (the artifact is not trusted), 2 usage or
-input error. Every failure prints the artifact, the reason and what to do.
+input error. Every failure prints the artifact, the reason and what to do. Every option can also be
+set from the environment (:mod:`integrity.cli.environment`; ``--help`` names each variable).
 """
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from integrity.cli.common import add_json_option
 from integrity.errors import EXIT_REJECTED, EXIT_USAGE, CairnError
 
-# -- hash ---------------------------------------------------------------------------------------------
 
-
-# -- sign ---------------------------------------------------------------------------------------------
-
-
-# -- verify -------------------------------------------------------------------------------------------
-
-
-# -- keys and policy --------------------------------------------------------------------------------
-
-
-# -- scan (model-file gate) ------------------------------------------------------------------------------
-
-
-# -- release and audit ----------------------------------------------------------------------------------
-
-
-# -- parser ---------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser, each option's help naming its variable; with ``environ``, the defaults of the command
+    ``argv`` invokes taken from it."""
     from integrity import __version__
+    from integrity.cli import environment
 
     parser = argparse.ArgumentParser(prog="cairn", description="ML supply-chain integrity.")
     parser.add_argument("--version", action="version", version=f"cairn {__version__}")
@@ -67,11 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_distribution_commands(add)
     pipeline.register_release(add)
 
+    environment.annotate(parser)
+    if environ is not None:
+        environment.apply(parser, environ, argv)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(os.environ, argv)
+    except CairnError as error:  # a variable the option would refuse
+        print(error.diagnostics(), file=sys.stderr)
+        return error.exit_code
     args = parser.parse_args(argv)
     try:
         code: int = args.handler(args)

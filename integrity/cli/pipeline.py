@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity import safeio
-from integrity.cli.common import AddCommand, add_json_option, add_location_options, emit
+from integrity.cli.common import AddCommand, add_json_option, add_location_options, add_renamed_option, emit
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 
 
@@ -56,10 +56,15 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     if isinstance(root, Path) and not root.is_dir():
         raise UsageError("no store at this path (nothing to verify)", artifact=root,
                          advice="Pass --store with the store the ledger is in (a path or s3:// URL).")
-    public = safeio.read_regular_file(args.public_key, what="ledger public key", max_bytes=1 << 16,
-                                      error=UsageError)
+    from integrity.settings import current
+
+    public_key = current(ledger_public_key=args.ledger_key).raw("ledger_public_key")
+    if not public_key:
+        raise UsageError("the ledger check needs the ledger's public key",
+                         advice="Pass --ledger-key PEM, or set $CAIRN_LEDGER_PUBLIC_KEY.")
+    public = safeio.read_regular_file(public_key, what="ledger public key", max_bytes=1 << 16, error=UsageError)
     del public  # read once here so a FIFO or a folder is refused before anything else
-    ledger = Ledger(store, public_key=Path(args.public_key))
+    ledger = Ledger(store, public_key=Path(public_key))
     if getattr(args, "records", False):
         from integrity.ledger.transparency import verify_ledger
 
@@ -183,13 +188,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
         if args.release or args.html:
             raise UsageError("--revoked lists the whole store; it takes no RELEASE and no --html")
-        exposures = revoked_exposure(policy=args.policy, key=args.key, model=args.model, store=args.store,
+        exposures = revoked_exposure(policy=args.release_policy, key=args.key, model=args.model, store=args.store,
                                      home=Path(args.home).resolve() if args.home else None)
         emit(args, {"exposures": [e.as_dict() for e in exposures]}, render_exposure(exposures))
         return EXIT_REJECTED if any(e.releases for e in exposures) else EXIT_OK
     if not args.release:
         raise UsageError("name the release directory to audit (or pass --revoked)")
-    report = audit_release(args.release, policy=args.policy, key=args.key, store=args.store,
+    report = audit_release(args.release, policy=args.release_policy, key=args.key, store=args.store,
                            home=Path(args.home).resolve() if args.home else None, trusted_root=args.trusted_root)
     if args.html:
         atomic_write(args.html, render_html(report).encode())
@@ -277,7 +282,9 @@ def register_intake(add: AddCommand) -> None:
         c = led_sub.add_parser(name, help=help_text)
         c.set_defaults(handler=cmd_ledger)
         add_location_options(c, home=False)
-        c.add_argument("--public-key", required=True, help="the ledger's pinned public key (PEM)")
+        c.add_argument("--ledger-key", help="the ledger's pinned public key (PEM; default $CAIRN_LEDGER_PUBLIC_KEY "
+                                            "or the project file's ledger_public_key)")
+        add_renamed_option(c, "--public-key", "--ledger-key")
         add_json_option(c)
         if name == "prove":
             c.add_argument("index", type=int)
@@ -300,8 +307,9 @@ def register_release(add: AddCommand) -> None:
     p.add_argument("--revoked", action="store_true",
                    help="instead: list every published release that consumed a revoked input (exit 1 if any)")
     p.add_argument("--model", help="with --revoked and --key: the model the key signs")
-    p.add_argument("--policy", help="release policy YAML (default $CAIRN_RELEASE_POLICY or HOME/release-policy.yaml)")
-    p.add_argument("--key", help="pinned release public key instead of a policy")
+    p.add_argument("--release-policy", help="release policy YAML (default HOME/release-policy.yaml)")
+    add_renamed_option(p, "--policy", "--release-policy")
+    p.add_argument("--key", help="instead of a policy: the release identity's pinned public key (PEM)")
     add_location_options(p, store_help="artifact store with the signed revocations (default: the store the release "
                                        "was pulled from, else $CAIRN_STORE, the project file, HOME/store)")
     p.add_argument("--trusted-root", help="Sigstore trusted root for keyless releases")

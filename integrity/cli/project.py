@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from integrity.cli.common import AddCommand, emit
+from integrity.cli.common import AddCommand, add_json_option, add_signer_options, emit
 from integrity.errors import EXIT_OK, UsageError
 
 CATALOG = """\
@@ -202,8 +202,6 @@ def register_policy(policy_sub: argparse._SubParsersAction) -> None:  # type: ig
     c.set_defaults(handler=cmd_policy_add)
     c.add_argument("policy", help="the policy YAML to change")
     c.add_argument("source", help="catalog source (or model name, in a release policy)")
-    c.add_argument("--key", help="the signer's public key (PEM)")
-    c.add_argument("--identity", help="Sigstore identity (e-mail or workflow URI)")
-    c.add_argument("--issuer", help="Sigstore OIDC issuer URL")
+    add_signer_options(c)
     c.add_argument("--description", help="the entry's description, when it is new")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(c)

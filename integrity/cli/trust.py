@@ -5,7 +5,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from integrity.cli.common import AddCommand, add_json_option, emit, hashing_config, write_record
+from integrity.cli.common import (
+    AddCommand,
+    add_json_option,
+    add_renamed_option,
+    add_signer_options,
+    emit,
+    hashing_config,
+    write_record,
+)
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 
 
@@ -111,16 +119,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         if policy is not None:
             result = verify_source(
-                args.path, policy, args.source, bundle=args.bundle, trusted_root=args.trusted_root
+                args.path, policy, args.source, bundle=args.signature, trusted_root=args.trusted_root
             )
         else:
             result = verify_artifact(
-                args.path, _signer_rule(args), bundle=args.bundle, trusted_root=args.trusted_root
+                args.path, _signer_rule(args), bundle=args.signature, trusted_root=args.trusted_root
             )
     except CairnError as error:
         if args.record and error.exit_code == EXIT_REJECTED:
             write_record(args.record, dumps(record_for_failure(args.path, error, source=args.source,
-                                                                policy=policy, bundle=args.bundle)))
+                                                                policy=policy, bundle=args.signature)))
         raise
     if args.record:
         write_record(args.record, dumps(record_for_result(result)))
@@ -198,12 +206,9 @@ def register(add: AddCommand) -> None:
 
     p = add("verify", cmd_verify, "verify a file or directory against its signature and a signer policy")
     p.add_argument("path")
-    p.add_argument("--bundle", help="signature bundle (default DIR/model.sig or FILE.sig)")
-    p.add_argument("--identity", help="allowed signer identity (Sigstore SAN, or certificate SAN with --ca)")
-    p.add_argument("--issuer", help="allowed OIDC issuer (Sigstore)")
-    p.add_argument("--key", help="pinned PEM public key")
-    p.add_argument("--ca", help="pinned PEM CA certificate(s) (certificate method)")
-    p.add_argument("--tsa", help="pinned PEM timestamp-authority certificate(s) (certificate method)")
+    p.add_argument("--signature", help="the signature bundle (default DIR/model.sig or FILE.sig)")
+    add_renamed_option(p, "--bundle", "--signature")
+    add_signer_options(p, certificates=True)
     p.add_argument("--policy", help="trust policy YAML")
     p.add_argument("--source", help="source entry in the trust policy")
     p.add_argument("--trusted-root", help="Sigstore trusted root: production (default), staging or a JSON file")

@@ -66,7 +66,8 @@ def _release_policy(policy: str | Path | None, home: Path) -> TrustPolicy:
     path = Path(policy) if policy else current(home=home).release_policy
     if not path.is_file():
         raise UsageError(f"no release policy at {path}",
-                         advice="Pass --policy release-policy.yaml or --key release.pub (who may sign releases).")
+                         advice="Pass --release-policy release-policy.yaml or --key release.pub "
+                                "(who may sign releases).")
     return load_policy(path)
 
 
@@ -149,7 +150,7 @@ def audit_release(
     path = Path(release)
     model = _peek_model(path)
     if key and policy:
-        raise UsageError("choose --policy or --key, not both")
+        raise UsageError("choose --release-policy or --key, not both")
     home = home or cairn_home()
     if key:
         if not model:
@@ -331,7 +332,7 @@ def revoked_exposure(*, policy: str | Path | None = None, key: str | Path | None
 
     home = home or cairn_home()
     if key and policy:
-        raise UsageError("choose --policy or --key, not both")
+        raise UsageError("choose --release-policy or --key, not both")
     if key:
         if not model:
             raise UsageError("--key needs --model (the release policy entry the key stands for)")

@@ -8,7 +8,7 @@ of the ledger's own checks (an entry edited, removed or reordered breaks the sig
 
 The ledger key is ``$CAIRN_LEDGER_KEY`` (public key ``$CAIRN_LEDGER_PUBLIC_KEY``, default: the
 private key's path with ``.pub``), else ``<home>/keys/ledger.{key,pub}``, created on first use.
-Auditors pin the public key: ``cairn ledger verify --public-key ledger.pub``.
+Auditors pin the public key: ``cairn ledger verify --ledger-key ledger.pub``.
 
 Optionally each signed tree head is also witnessed by a Rekor instance (``$CAIRN_REKOR_URL``):
 see :func:`witness_head` and docs/distribution.md. Nothing here needs the network otherwise.

@@ -132,13 +132,13 @@ def test_publish_pull_and_model_signing_then_every_bad_input_is_refused(
 
     # 4. A revoked release.
     revoked = cairn("revoke", f"{MODEL}@1.1.0", "--reason", "release gate misconfigured", *common,
-                    "--signing-key", keys["private"])
+                    "--key", keys["private"])
     assert revoked.returncode == 0, revoked.stderr
     message = refused(f"{MODEL}@1.1.0")
     assert "RevokedError" in message and "release gate misconfigured" in message
 
     # Everything above is in the ledger and the ledger checks out (records included).
-    ledger = cairn("ledger", "verify", "--store", store_url, "--public-key", keys["home"] / "keys" / "ledger.pub",
+    ledger = cairn("ledger", "verify", "--store", store_url, "--ledger-key", keys["home"] / "keys" / "ledger.pub",
                    "--records", "--json")
     assert ledger.returncode == 0, ledger.stderr
     kinds = [e["kind"] for e in Ledger(open_store(store_url)).entries()]
@@ -230,8 +230,8 @@ def test_ledger_tampering_is_caught_by_cairn_ledger_verify(tmp_path: Path, keys:
                                    sequence=sequence)
         assert cairn("publish", bundle, *common, "--release-policy", keys["policy"]).returncode == 0
     assert cairn("revoke", "--source", "digits", "--reason", "vendor key leaked", *common,
-                 "--signing-key", keys["private"]).returncode == 0
-    verify = ["ledger", "verify", "--store", store_root, "--public-key", keys["home"] / "keys" / "ledger.pub",
+                 "--key", keys["private"]).returncode == 0
+    verify = ["ledger", "verify", "--store", store_root, "--ledger-key", keys["home"] / "keys" / "ledger.pub",
               "--records"]
     assert cairn(*verify).returncode == 0
     entries = store_root / "ledger" / "entries"
@@ -315,7 +315,7 @@ def test_the_demo_release_is_published_to_s3_pulled_and_verified(
                                dest / "model" / "model.sig", "--public_key", public],
                               capture_output=True, text=True)
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    audit = cairn("audit", dest, "--policy", policy)
+    audit = cairn("audit", dest, "--release-policy", policy)
     assert audit.returncode == 0, audit.stdout + audit.stderr
     provenance = json.loads((dest / "provenance.intoto.json").read_text())
     listed = {d["digest"].get("sha256") for d in provenance["predicate"]["buildDefinition"]["resolvedDependencies"]}

@@ -90,7 +90,7 @@ def test_fifos_are_refused_as_bundle_key_and_policy(tmp_path: Path) -> None:
     _, public = make_release_key(tmp_path)
     artifact = tmp_path / "a.bin"
     artifact.write_bytes(b"weights")
-    for args in (("--bundle", str(fifo), "--key", str(public)), ("--key", str(fifo))):
+    for args in (("--signature", str(fifo), "--key", str(public)), ("--key", str(fifo))):
         run = _cairn("verify", str(artifact), *args, timeout=60)
         assert run.returncode == 2, (args, run.stderr)
         assert "FIFO" in run.stderr and "unexpected" not in run.stderr
@@ -149,7 +149,7 @@ def _ledger(tmp_path: Path, entries: int = 6) -> tuple[Path, Path]:
 def test_ledger_truncation_is_caught_against_the_clients_checkpoint(tmp_path: Path) -> None:
     store, public = _ledger(tmp_path)
     checkpoint = tmp_path / "checkpoint.json"
-    first = _cairn("ledger", "verify", "--store", str(store), "--public-key", str(public), "--checkpoint",
+    first = _cairn("ledger", "verify", "--store", str(store), "--ledger-key", str(public), "--checkpoint",
                    str(checkpoint))
     assert first.returncode == 0 and "CANNOT RULE OUT" in first.stdout and "first verification" in first.stdout
     assert Checkpoint(checkpoint).load().size == 6  # type: ignore[union-attr]
@@ -157,19 +157,19 @@ def test_ledger_truncation_is_caught_against_the_clients_checkpoint(tmp_path: Pa
         (store / "ledger" / "entries" / f"{index:012d}.json").unlink()
         (store / "ledger" / "heads" / f"{index + 1:012d}.json").unlink()
     assert Ledger(open_store(store), public_key=public).verify().size == 4  # alone, it still verifies
-    run = _cairn("ledger", "verify", "--store", str(store), "--public-key", str(public), "--checkpoint",
+    run = _cairn("ledger", "verify", "--store", str(store), "--ledger-key", str(public), "--checkpoint",
                  str(checkpoint))
     assert run.returncode == 1 and "truncation" in run.stderr, run.stderr
 
 
 def test_a_deleted_ledger_or_a_missing_store_is_an_error(tmp_path: Path) -> None:
     store, public = _ledger(tmp_path)
-    missing = _cairn("ledger", "verify", "--store", str(tmp_path / "nowhere"), "--public-key", str(public))
+    missing = _cairn("ledger", "verify", "--store", str(tmp_path / "nowhere"), "--ledger-key", str(public))
     assert missing.returncode == 2 and "no store at this path" in missing.stderr
     import shutil
 
     shutil.rmtree(store / "ledger")
-    deleted = _cairn("ledger", "verify", "--store", str(store), "--public-key", str(public), "--checkpoint",
+    deleted = _cairn("ledger", "verify", "--store", str(store), "--ledger-key", str(public), "--checkpoint",
                      str(tmp_path / "cp.json"))
     assert deleted.returncode == 1 and "no ledger here" in deleted.stderr
 
@@ -229,7 +229,7 @@ def test_a_revocation_bundle_is_not_a_signature(tmp_path: Path) -> None:
     revocation = revoke(store, KeySigner.from_file(private), "release", "m@1.0.0", "test")
     artifact = tmp_path / "m.bin"
     artifact.write_text("m@1.0.0")  # the revocation's subject digest is the digest of this text
-    run = _cairn("verify", str(artifact), "--bundle", str(tmp_path / "store" / revocation.record_key), "--key",
+    run = _cairn("verify", str(artifact), "--signature", str(tmp_path / "store" / revocation.record_key), "--key",
                  str(public))
     assert run.returncode == 1 and "not a publisher's signature" in run.stderr, run.stderr
 
@@ -240,7 +240,7 @@ def test_an_os_error_is_an_input_error_with_its_reason(tmp_path: Path) -> None:
     folder.mkdir()
     artifact = tmp_path / "a.bin"
     artifact.write_bytes(b"x")
-    run = _cairn("verify", str(artifact), "--bundle", str(folder), "--key", str(public))
+    run = _cairn("verify", str(artifact), "--signature", str(folder), "--key", str(public))
     assert run.returncode == 2 and "unexpected" not in run.stderr, run.stderr
 
 

@@ -173,12 +173,12 @@ def test_ledger_cli(tmp_path: Path, keys, capsys: pytest.CaptureFixture[str]) ->
     ledger = _ledger(open_store(store), keys)
     for i in range(3):
         ledger.append("x", {"i": i})
-    assert main(["ledger", "verify", "--store", str(store), "--public-key", str(keys[1])]) == 0
+    assert main(["ledger", "verify", "--store", str(store), "--ledger-key", str(keys[1])]) == 0
     assert "3 entries" in capsys.readouterr().out
-    assert main(["ledger", "prove", "2", "--store", str(store), "--public-key", str(keys[1]), "--json"]) == 0
+    assert main(["ledger", "prove", "2", "--store", str(store), "--ledger-key", str(keys[1]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["size"] == 3
     _entry_path(store, 2).unlink()
-    assert main(["ledger", "verify", "--store", str(store), "--public-key", str(keys[1])]) == 1
+    assert main(["ledger", "verify", "--store", str(store), "--ledger-key", str(keys[1])]) == 1
     assert "LedgerError" in capsys.readouterr().err
 
 

@@ -47,27 +47,27 @@ def test_audit_sees_a_revocation_in_the_store_the_release_was_published_to(
     dest = tmp_path / "pulled"
     pulled = cairn("pull", f"{MODEL}@1.0.0", "--dest", dest, *common, "--no-progress")
     assert pulled.returncode == 0, pulled.stderr
-    before = cairn("audit", dest, "--policy", release["policy"], "--home", home)
+    before = cairn("audit", dest, "--release-policy", release["policy"], "--home", home)
     assert before.returncode == 0, before.stdout + before.stderr
     assert f"in {store} (the store it was pulled from)" in before.stdout
 
     revoked = cairn("revoke", f"{MODEL}@1.0.0", "--reason", "trained on a recalled dataset", "--store", store,
-                    "--home", home, "--signing-key", release["private"])
+                    "--home", home, "--key", release["private"])
     assert revoked.returncode == 0, revoked.stderr
     # The pulled copy: the pull state remembers where it came from.
-    after = cairn("audit", dest, "--policy", release["policy"], "--home", home)
+    after = cairn("audit", dest, "--release-policy", release["policy"], "--home", home)
     assert after.returncode == 1, after.stdout
     assert "trained on a recalled dataset" in after.stdout + after.stderr
     # The publisher's own bundle, with the store named by flag, by environment and by project file.
-    assert cairn("audit", release["bundle"], "--policy", release["policy"], "--store", store).returncode == 1
-    assert cairn("audit", release["bundle"], "--policy", release["policy"],
+    assert cairn("audit", release["bundle"], "--release-policy", release["policy"], "--store", store).returncode == 1
+    assert cairn("audit", release["bundle"], "--release-policy", release["policy"],
                  env={"CAIRN_STORE": store}).returncode == 1
     project = tmp_path / "project"
     project.mkdir()
     (project / "cairn.yaml").write_text(f"store: {store}\nhome: ../home\n")
-    assert cairn("audit", release["bundle"], "--policy", release["policy"], cwd=project).returncode == 1
+    assert cairn("audit", release["bundle"], "--release-policy", release["policy"], cwd=project).returncode == 1
     # Asked about a store the release was never published to: it says so instead of a silent pass.
-    elsewhere = cairn("audit", release["bundle"], "--policy", release["policy"], "--home", home,
+    elsewhere = cairn("audit", release["bundle"], "--release-policy", release["policy"], "--home", home,
                       env={"CAIRN_PULL_STATE": str(tmp_path / "no-state.json")})
     assert elsewhere.returncode == 0
     assert "holds no publication of digits-classifier@1.0.0" in elsewhere.stdout

@@ -25,7 +25,7 @@ def published(tmp_path: Path) -> dict[str, Path]:
 
 def _revoke(paths: dict[str, Path], *args: str) -> int:
     return main(["revoke", *args, "--reason", "test", "--store", str(paths["store"]), "--home", str(paths["home"]),
-                 "--signing-key", str(paths["key"]), "--json"])
+                 "--key", str(paths["key"]), "--json"])
 
 
 def test_dry_run_names_the_affected_releases_and_writes_nothing(published: dict[str, Path],

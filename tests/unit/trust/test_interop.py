@@ -98,4 +98,4 @@ def test_single_file_both_directions(tmp_path: Path, pki: TestPKI) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     sig2 = tmp_path / "theirs.sig"
     assert model_signing("sign", "key", target, "--private_key", private, "--signature", sig2).returncode == 0
-    assert cairn("verify", target, "--bundle", sig2, "--key", public).returncode == 0
+    assert cairn("verify", target, "--signature", sig2, "--key", public).returncode == 0
