@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
 .venv/bin/ruff check integrity pipelines tests benchmarks
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -n 2 "$@"
+exec .venv/bin/python -m pytest -n 2 --durations=25 "$@"
