@@ -1,13 +1,13 @@
 """The dataset scan: feature views -> per-sample scores -> flags and a verdict by policy."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from integrity.errors import UsageError
-from integrity.scans.poisoning.classifier import classifier_disagreement
+from integrity.scans.poisoning.classifier import P_REF, THRESHOLD, classifier_disagreement
 from integrity.scans.poisoning.features import FoundationModel, pick_device
 from integrity.scans.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.scans.poisoning.policy import PolicyResult, ScanPolicy
@@ -84,6 +84,41 @@ def feature_views(x: np.ndarray, *, foundation: FoundationModel | None, device: 
     return views
 
 
+#: A group's labels are plausible to the label classifier when its median row gets p(label) >= 0.5.
+#: The seeded score at which a member counts in a "coherent residual group" (scores.view_scores).
+COHERENT_Z = 6.0
+_PLAUSIBLE_SCORE = THRESHOLD * float(np.log(0.5) / np.log(P_REF))
+
+
+def _confirmed_by_classifier(view: ViewScores, y: np.ndarray, label_evidence: np.ndarray) -> ViewScores:
+    """Tables: keep a neighbour-test backdoor signature only where the label classifier doubts the group too.
+
+    Two rules name a group: "label-inconsistent group" (it looks like other classes) and "coherent
+    residual group" (a few members share a residual, as a stamped trigger would). In a small class
+    (fewer members than the neighbour test's k) a natural sub-group looks inconsistent to the
+    neighbour test alone, because its same-label neighbours run out; a class with a few
+    near-identical rows (a writing style, a template) shares a residual. The out-of-fold classifier
+    has neither bias, so a group whose labels it finds plausible is not a backdoor signature (the
+    split's scores go too). Feature-value triggers (triggers.py) are judged on their own.
+    """
+    split = view.split.copy()
+    kept = dict(view.split_classes)
+    stats = {c: dict(v) for c, v in view.class_stats.items()}
+    for label, found in view.split_classes.items():
+        members = y == label
+        if found.get("rule") == "label-inconsistent group":
+            group = members & (view.split >= 3.0)
+        elif found.get("rule") == "coherent residual group":
+            group = members & (view.seeded >= COHERENT_Z)
+        else:
+            continue
+        if group.any() and float(np.median(label_evidence[group])) < _PLAUSIBLE_SCORE:
+            split[members] = -np.inf
+            del kept[label]
+            stats.setdefault(label, {})["dismissed"] = "the label classifier finds the group's labels plausible"
+    return replace(view, split=split, split_classes=kept, class_stats=stats)
+
+
 def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | None = None,
                  policy: ScanPolicy | None = None, device: str | None = None,
                  foundation_features: np.ndarray | None = None, k: int = 20) -> DatasetScan:
@@ -113,6 +148,8 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
         trigger_scores, trigger_classes = shared_extremes(views["raw"], y)  # triggers on feature values
         if trigger_classes:
             extra["feature_triggers"] = {str(c): v for c, v in trigger_classes.items()}
+    if label_evidence is not None:
+        scored = [_confirmed_by_classifier(v, y, label_evidence) for v in scored]
     # Where the classifier judges labels, it replaces the neighbour test's label evidence; the backdoor
     # rules (residual splits, seeded groups) stay.
     scores = np.maximum(combine(scored, labels=None if label_evidence is None else y), perturbed.combined)

@@ -1,5 +1,7 @@
 """Poisoning scans on real data (scikit-learn's digits) with attacks injected on purpose."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,26 @@ def test_tabular_label_flips_are_judged_by_an_out_of_fold_classifier() -> None:
     result = scan_dataset(poisoned.x, poisoned.y)
     assert roc_auc_score(poisoned.poison, result.scores) >= 0.99
     assert result.details["label_classifier"]["passes"] == 2
+
+
+def _standardised_split(loader: Any, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    x, y = loader(return_X_y=True)
+    x = ((x - x.mean(0)) / (x.std(0) + 1e-9)).astype(np.float32)
+    xs, _, ys, _ = train_test_split(x, y, test_size=0.25, stratify=y, random_state=seed)
+    return xs, ys
+
+
+@pytest.mark.parametrize(("name", "seed"), [("wine", 1), ("digits", 2)])
+def test_natural_groups_of_clean_tables_are_not_backdoor_signatures(name: str, seed: int) -> None:
+    """Wine (a 36-row class with two modes) and digits as a table (five near-identical 1s) once failed
+    as backdoored: the neighbour test's group rules, which the label classifier now has to confirm."""
+    from sklearn import datasets
+
+    x, y = _standardised_split(getattr(datasets, f"load_{name}"), seed)
+    result = scan_dataset(x, y)
+    assert result.verdict.passed, result.verdict
+    assert result.split_classes == [] and result.flagged.mean() <= 0.01
+    dismissed = [s for v in result.views for s in v.class_stats.values() if "dismissed" in s]
+    assert dismissed, "the group the neighbour test found is reported as dismissed, not silently dropped"
