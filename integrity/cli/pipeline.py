@@ -254,7 +254,7 @@ def cmd_bench_poisoning(args: argparse.Namespace) -> int:
     attacks = [a.strip() for a in args.attack.split(",")]
     rates = [float(r) for r in str(args.rate).split(",")]
     report = bench.run(args.data, attacks, rates, args.seeds, Path(args.out), device=args.device,
-                       train_size=args.train_size, methods=methods)
+                       train_size=args.train_size, methods=methods, retrain=not args.no_retrain)
     print(bench.markdown(report["summary"]))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')} ({report['seconds']} s)")
     return EXIT_OK
@@ -340,6 +340,8 @@ def register_release(add: AddCommand) -> None:
     c.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     c.add_argument("--train-size", type=int, help="subsample the training split (e.g. Fashion-MNIST on CPU)")
     c.add_argument("--methods", help="comma-separated subset of the methods")
+    c.add_argument("--no-retrain", action="store_true",
+                   help="detection figures only: skip retraining the victim on what each method keeps")
     c.add_argument("--time-scan", action="store_true",
                    help="time the full-dataset scan on CPU and CUDA instead (Fashion-MNIST or --data FILE.npz)")
     c.add_argument("--models", type=int, default=0,
