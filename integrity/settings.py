@@ -323,6 +323,12 @@ def current(**flags: Any) -> Settings:
     return Settings(flags=flags)
 
 
+def process_environment() -> dict[str, str]:
+    """A copy of this process's environment: for the CLI's per-option variables (cli/environment.py),
+    which are not settings but are read here so that one module reads the environment."""
+    return dict(os.environ)
+
+
 def subprocess_path() -> str:
     """``$PATH`` for the isolated child processes Cairn starts (format conversions)."""
     return os.environ.get("PATH", "/usr/bin:/bin")

@@ -7,7 +7,6 @@ set from the environment (:mod:`integrity.cli.environment`; ``--help`` names eac
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -61,7 +60,9 @@ def build_parser(environ: Mapping[str, str] | None = None, argv: Sequence[str] =
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser(os.environ, argv)
+        from integrity.settings import process_environment
+
+        parser = build_parser(process_environment(), argv)
     except CairnError as error:  # a variable the option would refuse
         print(error.diagnostics(), file=sys.stderr)
         return error.exit_code
