@@ -45,12 +45,17 @@ def label_plausibility(z: np.ndarray, y: np.ndarray, *, seed: int = 0, folds: in
     return plausibility
 
 
+def implausibility(plausibility: np.ndarray | float) -> np.ndarray:
+    """p(given label) on the scan's threshold scale: ``THRESHOLD`` at ``P_REF``, higher as p falls."""
+    return np.asarray(THRESHOLD * np.log(np.clip(plausibility, 1e-12, 1.0)) / np.log(P_REF))
+
+
 def classifier_disagreement(z: np.ndarray, y: np.ndarray, *, seed: int = 0, folds: int = 5, passes: int = 2,
                             drop_below: float = 0.5) -> tuple[np.ndarray, dict[str, object]] | None:
     """Per-sample score on the threshold scale (higher: the label is less plausible), or None (see above)."""
     plausibility = label_plausibility(z, y, seed=seed, folds=folds, passes=passes, drop_below=drop_below)
     if plausibility is None:
         return None
-    scores = THRESHOLD * np.log(np.clip(plausibility, 1e-12, 1.0)) / np.log(P_REF)
-    return scores, {"folds": int(min(folds, np.unique(y, return_counts=True)[1].min())), "passes": passes,
-                    "implausible": int((plausibility < drop_below).sum()), "p_ref": P_REF}
+    folds_used = int(min(folds, np.unique(y, return_counts=True)[1].min()))
+    return implausibility(plausibility), {"folds": folds_used, "passes": passes,
+                                          "implausible": int((plausibility < drop_below).sum()), "p_ref": P_REF}

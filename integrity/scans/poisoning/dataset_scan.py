@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from integrity.errors import UsageError
-from integrity.scans.poisoning.classifier import P_REF, THRESHOLD, classifier_disagreement
+from integrity.scans.poisoning.classifier import classifier_disagreement, implausibility
 from integrity.scans.poisoning.features import FoundationModel, pick_device
 from integrity.scans.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.scans.poisoning.policy import PolicyResult, ScanPolicy
-from integrity.scans.poisoning.scores import ViewScores, combine, describe, pca_reduce, view_scores
+from integrity.scans.poisoning.scores import COHERENT_Z, ViewScores, combine, describe, pca_reduce, view_scores
 from integrity.scans.poisoning.triggers import shared_extremes
 
 RAW_DIMS = 128  # raw inputs larger than this are PCA-reduced (distances barely change)
@@ -85,9 +85,7 @@ def feature_views(x: np.ndarray, *, foundation: FoundationModel | None, device: 
 
 
 #: A group's labels are plausible to the label classifier when its median row gets p(label) >= 0.5.
-#: The seeded score at which a member counts in a "coherent residual group" (scores.view_scores).
-COHERENT_Z = 6.0
-_PLAUSIBLE_SCORE = THRESHOLD * float(np.log(0.5) / np.log(P_REF))
+_PLAUSIBLE_SCORE = float(implausibility(0.5))
 
 
 def _confirmed_by_classifier(view: ViewScores, y: np.ndarray, label_evidence: np.ndarray) -> ViewScores:

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 MAD_SCALE = 1.4826
+#: The seeded score from which a member counts in a "coherent residual group".
+COHERENT_Z = 6.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def _seeded_agreement(residual: Any, consistency: np.ndarray, seed_z: float) -> 
 
 def view_scores(view: str, z: np.ndarray, y: np.ndarray, *, k: int = 20, residual_k: int = 3,
                 min_separation: float = 4.0, min_gain: float = 1.0, min_group: float = 0.1, max_share: float = 0.6,
-                seed_z: float = 1.5, coherent_z: float = 6.0, device: str = "cpu") -> ViewScores:
+                seed_z: float = 1.5, coherent_z: float = COHERENT_Z, device: str = "cpu") -> ViewScores:
     """Consistency and residual-split scores for one view (``z``: N x D features)."""
     import torch
 
