@@ -66,6 +66,8 @@ VARIABLES: tuple[Variable, ...] = (
              "AWS's default", fallbacks=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), path=False),
     Variable("s3_timeout", "CAIRN_S3_TIMEOUT", "seconds one S3 request may wait (3 attempts)", "20",
              path=False),
+    Variable("max_image_bytes", "CAIRN_MAX_IMAGE_BYTES", "decoded bytes one image dataset may take, checked on "
+             "the headers before any pixel is decoded (decompression bombs)", "2147483648 (2 GiB)", path=False),
     Variable("pull_state", "CAIRN_PULL_STATE", "what `cairn pull` has seen (rollback protection)",
              "HOME/pull-state.json", "--state"),
     Variable("pull_timeout", "CAIRN_PULL_TIMEOUT", "seconds a whole pull may take", "1800", "--timeout",
@@ -90,6 +92,7 @@ _BY_KEY = {v.key: v for v in VARIABLES}
 DEFAULT_S3_TIMEOUT = 20.0
 DEFAULT_REPORTS_URL = "http://127.0.0.1:3100"
 DEFAULT_PULL_TIMEOUT = 1800.0
+DEFAULT_MAX_IMAGE_BYTES = 2 << 30
 
 
 def _seconds(raw: str, what: str, *, upper: float) -> float:
@@ -273,6 +276,19 @@ class Settings:
     @property
     def pull_state(self) -> Path:
         return self._path("pull_state", self.home / "pull-state.json")
+
+    @property
+    def max_image_bytes(self) -> int:
+        raw = (self.raw("max_image_bytes") or "").strip()
+        if not raw:
+            return DEFAULT_MAX_IMAGE_BYTES
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError as exc:
+            raise UsageError(f"CAIRN_MAX_IMAGE_BYTES={raw!r} is not a whole number of bytes") from exc
+        if value < 1 << 20:
+            raise UsageError(f"CAIRN_MAX_IMAGE_BYTES={raw!r} is below 1 MiB: no image dataset could be read")
+        return value
 
     @property
     def pull_timeout(self) -> float:

@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
 .venv/bin/ruff check integrity pipelines tests benchmarks
 .venv/bin/mypy
-exec .venv/bin/python -m pytest -n 2 --durations=25 "$@"
+# --dist loadscope: a module's tests run on one worker, so its module-scoped fixture (a whole Dagster
+# run, a webserver, two DVC clones) is built once, not once per worker (xdist_group is ignored under pytest 9).
+exec .venv/bin/python -m pytest -n 2 --dist loadscope --durations=25 "$@"

@@ -74,6 +74,8 @@ def run_mutation(name: str, seconds: float, *, seed: int = 0, out: Path | None =
     pool = load(name) or [b""]
     rng = random.Random(seed)
     result = FuzzResult(name, "mutation", seconds, 0)
+    if target.warm is not None:
+        target.warm()
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         data = mutate(rng, rng.choice(pool), pool)
@@ -112,8 +114,12 @@ with atheris.instrument_imports(include=["integrity"]):
     import integrity.scans.modelgate.archives, integrity.scans.modelgate.graphs, integrity.scans.modelgate.keras
     import integrity.scans.modelgate.oracle, integrity.scans.modelgate.pickles, integrity.scans.modelgate.scanner
     import integrity.scans.modelgate.templates, integrity.scans.modelgate.tensors, integrity.scans.modelgate.textformats
+    import integrity.distribution.serving, integrity.scans.images, integrity.scans.expectations
+    import integrity.scans.suite_code
     from benchmarks.robustness.targets import TARGETS, call
 target = TARGETS[sys.argv[1]]
+if target.warm is not None:
+    target.warm()
 def one(data):
     call(target, bytes(data))
 atheris.Setup([sys.argv[0], *sys.argv[2:]], one)

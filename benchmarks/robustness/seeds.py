@@ -73,8 +73,34 @@ def build() -> dict[str, list[bytes]]:
     except ImportError:
         seeds["hdf5"] = [b"\x89HDF\r\n\x1a\n" + b"\x00" * 64]
     seeds.update(_signed_seeds(tmp))
+    seeds.update(_reader_seeds())
     shutil.rmtree(tmp, ignore_errors=True)
     return seeds
+
+
+def _reader_seeds() -> dict[str, list[bytes]]:
+    """Request targets, small PNG and JPEG images and dataset suites (shorthand and native GX)."""
+    import numpy as np
+    from PIL import Image
+
+    images = []
+    for mode, fmt in (("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG")):
+        buffer = io.BytesIO()
+        pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+        Image.fromarray(pixels if mode == "L" else np.stack([pixels] * 3, -1), mode=mode).save(buffer, fmt)
+        images.append(buffer.getvalue())
+    suites = [p.read_bytes() for p in sorted((REPO / "integrity" / "data" / "expectations").glob("*.json"))]
+    suites.append(json.dumps({"name": "native", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "a", "min_value": 0, "max_value": 1}},
+    ]}).encode())
+    return {
+        "report-target": [b"/", b"/store/records/verifications/x.json", b"/releases/m-1.0.0/release.json",
+                          b"/audit/m-1.0.0", b"/store/reports/data-docs/a/index.html?x=1"],
+        "report-path": [b"kind/a.json", b"link.json", b"fifo", b"kind/%2e%2e/a.json"],
+        "image": images,
+        "image-folder": images,
+        "suite": suites,
+    }
 
 
 def _signed_seeds(tmp: Path) -> dict[str, list[bytes]]:

@@ -26,6 +26,8 @@ class Target:
     name: str
     run: Callable[[bytes], Any]
     allowed: tuple[type[BaseException], ...] = (CairnError,)
+    #: Called once before timing starts (a heavy import, such as Great Expectations', is not a hang).
+    warm: Callable[[], Any] | None = None
 
 
 class Crash(AssertionError):
@@ -234,6 +236,64 @@ def _ledger_entry(data: bytes) -> Any:
     return Ledger(open_store(copy), public_key=public).verify()
 
 
+# -- the report server, the image reader and dataset suites (issue 25) -----------------------------------
+
+
+def _report_target(data: bytes) -> Any:
+    """A request target as the report server parses it (bytes as they arrive on the socket)."""
+    from integrity.distribution.serving import parse_target
+
+    return parse_target(data)
+
+
+@lru_cache(maxsize=1)
+def _served_root() -> Path:
+    """A served area with a file, a folder, a link out of it and a FIFO, to resolve paths against."""
+    import os
+
+    root = _scratch() / "served"
+    (root / "records" / "kind").mkdir(parents=True, exist_ok=True)
+    (root / "records" / "kind" / "a.json").write_bytes(b"{}")
+    (root / "secret.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    link = root / "records" / "link.json"
+    if not link.is_symlink():
+        link.symlink_to(root / "secret.key")
+    fifo = root / "records" / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return root
+
+
+def _report_path(data: bytes) -> Any:
+    """Path resolution without following links: the parts come from the parser, then are opened beneath the root."""
+    from integrity.distribution.serving import parse_target, read_beneath
+
+    parts = parse_target(b"/records/" + data)
+    return read_beneath(_served_root(), parts, max_bytes=1 << 16)
+
+
+def _image(data: bytes) -> Any:
+    from integrity.scans.images import decode_image
+
+    return decode_image(data, "fuzz.png")
+
+
+def _image_folder(data: bytes) -> Any:
+    from integrity.scans.images import read_images
+
+    return read_images({"a/x.png": data, "b/y.png": data}, where="fuzz")
+
+
+def _import_gx() -> None:
+    import great_expectations  # noqa: F401 - imported on a suite's first unknown type, in tens of seconds
+
+
+def _suite(data: bytes) -> Any:
+    from integrity.scans.expectations import parse_suite
+
+    return parse_suite(data)
+
+
 TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("pickle-walker", _walker),
     Target("pickle-oracle", _oracle),
@@ -253,4 +313,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("json", _json),
     Target("yaml", _yaml),
     Target("ledger-entry", _ledger_entry),
+    Target("report-target", _report_target, (CairnError, PermissionError, LookupError)),
+    Target("report-path", _report_path, (CairnError, PermissionError, LookupError)),
+    Target("image", _image),
+    Target("image-folder", _image_folder),
+    Target("suite", _suite, warm=_import_gx),
 )}

@@ -16,6 +16,71 @@ def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
         print(text)
 
 
+#: The arguments that name what a command reads, in the order an error report names them.
+INPUT_ARGUMENTS = ("data", "path", "dir", "bundle", "release", "index", "catalog", "policy", "public_key", "source",
+                   "step")
+#: What to do about an error Cairn did not foresee (an internal error: exit 2, nothing trusted).
+INTERNAL_ADVICE = ("This is a fault in Cairn, not a verdict on the input, and nothing was trusted; report it with "
+                   "the command line and the input named here.")
+
+#: A command's own ``--json`` error form: ``(args, error) -> document`` (:func:`error_facts` has what to say).
+JsonErrorForm = Callable[[argparse.Namespace, BaseException], dict[str, Any]]
+
+
+def command_input(args: argparse.Namespace) -> str | None:
+    """The input a command was run on (its dataset, path, bundle...), as an error report names it."""
+    for name in INPUT_ARGUMENTS:
+        value = getattr(args, name, None)
+        if isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value) or None
+        if value:
+            return str(value)
+    return None
+
+
+def error_facts(args: argparse.Namespace, error: BaseException) -> tuple[str, str | None, str, str]:
+    """``(kind, artifact, reason, advice)`` of any error a command ends with (Cairn's, the OS's or internal)."""
+    from integrity.errors import CairnError
+
+    if isinstance(error, CairnError):
+        return error.kind, error.artifact or command_input(args), error.reason, error.advice
+    if isinstance(error, OSError):
+        where = getattr(error, "filename", None)
+        return ("unreadable", str(where) if where else command_input(args), error.strerror or str(error),
+                "Check that the path exists, is a regular file or folder, and is readable.")
+    return "internal", command_input(args), f"internal error ({type(error).__name__}): {error}", INTERNAL_ADVICE
+
+
+def json_error(args: argparse.Namespace, error: BaseException) -> dict[str, Any]:
+    """The JSON document a ``--json`` command prints on stdout when it ends with ``error``.
+
+    A command with its own error form (``set_defaults(json_error=...)``: ``cairn screen``'s follows the
+    screen report's schema) gets it; every other command ``{"result", "error", "kind", "artifact", "reason"}``.
+    """
+    from integrity.errors import EXIT_REJECTED, CairnError
+
+    form: JsonErrorForm | None = getattr(args, "json_error", None)
+    if form is not None:
+        return form(args, error)
+    kind, artifact, reason, _ = error_facts(args, error)
+    rejected = isinstance(error, CairnError) and error.exit_code == EXIT_REJECTED
+    # The artifact the error itself names (Cairn's errors, the OS's); an internal error names the command's input.
+    named = error.artifact if isinstance(error, CairnError) else artifact
+    return {"result": "rejected" if rejected else "error", "error": type(error).__name__, "kind": kind,
+            "artifact": named, "reason": reason}
+
+
+def print_json_error(args: argparse.Namespace, error: BaseException) -> None:
+    """With ``--json``, :func:`json_error` on stdout; never raises (the error being reported matters more)."""
+    if not getattr(args, "json", False):
+        return
+    try:
+        print(json.dumps(json_error(args, error), indent=2, default=str))
+    except Exception:  # a form that fails: still one JSON object
+        print(json.dumps({"result": "error", "error": type(error).__name__, "kind": "internal",
+                          "artifact": command_input(args), "reason": str(error)}, indent=2, default=str))
+
+
 def hashing_config(args: argparse.Namespace) -> Any:
     from integrity.trust.hashing import HashingConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity.cli.common import AddCommand, add_location_options, add_renamed_option, emit
-from integrity.errors import EXIT_OK, UsageError
+from integrity.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 
 def settings(args: argparse.Namespace) -> Any:
@@ -139,6 +139,7 @@ def cmd_presign(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from integrity.distribution.ledgered import revoke_and_log
     from integrity.ledger.transparency import open_ledger
+    from integrity.release.revocation import revocation_subject
     from integrity.trust.methods.key import KeySigner
     from integrity.trust.methods.sigstore import KeylessSigner
     from integrity.trust.signing import Signer
@@ -159,14 +160,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     store = _store(args)
     from integrity.distribution.incidents import find_subject
 
+    kind, subject = revocation_subject(kind, subject)
     known, consumed = find_subject(store, kind, subject)
     affected = [c.reference for c in consumed]
-    if args.dry_run:
-        emit(args, {"dry_run": True, "kind": kind, "subject": subject, "known": known, "affected": affected},
-             f"would revoke {kind} {subject} ({'known' if known else 'NOT FOUND'} in {store.url}); "
+    refused = not known and not args.force
+    if args.dry_run:  # predicts the real run: its exit code too
+        emit(args, {"dry_run": True, "kind": kind, "subject": subject, "known": known, "affected": affected,
+                    "would_exit": EXIT_USAGE if refused else EXIT_OK},
+             f"would {'REFUSE to revoke' if refused else 'revoke'} {kind} {subject} "
+             f"({'known' if known else 'NOT FOUND'} in {store.url}"
+             f"{'; pass --force to revoke it anyway' if refused else ''}); "
              f"published releases affected: {', '.join(affected) or 'none'} (nothing was signed or written)")
-        return EXIT_OK
-    if not known and not args.force:
+        return EXIT_USAGE if refused else EXIT_OK
+    if refused:
         raise UsageError(f"{kind} {subject!r} is not known to {store.url}: no publication, release input or "
                          "verification record names it (a typo?); nothing was revoked",
                          advice="Check the name, or pass --force to revoke it anyway.")
@@ -262,7 +268,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = settings(args).with_flags(reports_url=args.reports_url)
     host, port = listen_address(config.reports_url, args.host, args.port)
-    server = ReportServer(open_store(config.store), config.releases, host=host, port=port, home=config.home)
+    server = ReportServer(open_store(config.store), config.releases, host=host, port=port, home=config.home,
+                          public_url=config.reports_url)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     emit(args, {"url": server.url, "store": config.store, "releases": str(config.releases)},
          f"serving {config.store} and {config.releases} at {server.url} (Ctrl-C stops)")

@@ -16,11 +16,12 @@ is a usage error (exit 2) that names the variable.
 """
 
 import argparse
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from integrity.errors import UsageError
+from integrity.errors import CairnError, UsageError
 from integrity.settings import VARIABLES
 
 #: Options that are settings: their variable is the setting's, on every command.
@@ -125,15 +126,35 @@ def command_path(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[
     return tuple(path)
 
 
-def apply(parser: argparse.ArgumentParser, environ: Mapping[str, str], argv: Sequence[str]) -> None:
+def apply(parser: argparse.ArgumentParser, environ: Mapping[str, str], argv: Sequence[str]) -> dict[str, str]:
     """Set the invoked command's non-setting options' defaults from their variables, where set.
 
     Only the command being run reads its variables: a bad ``CAIRN_PULL_WORKERS`` does not stop
-    ``cairn verify``.
+    ``cairn verify``. Returns ``{option: variable}`` for the options a variable set and ``argv`` did not.
     """
     command = " ".join(command_path(parser, argv))
+    applied: dict[str, str] = {}
     for binding in bindings(parser):
         if binding.setting or binding.command != command or binding.env not in environ:
             continue
         binding.action.default = _value(binding, environ[binding.env])
         binding.action.required = False
+        given = any(a == binding.option or a.startswith(f"{binding.option}=") for a in argv)
+        if not given:
+            applied[binding.option] = binding.env
+    return applied
+
+
+def name_variables(error: CairnError, applied: Mapping[str, str]) -> CairnError:
+    """``error`` with each option it names that a variable set followed by that variable.
+
+    A command's own refusal says ``--port 70000: not a TCP port``; where ``$CAIRN_SERVE_PORT`` gave the
+    value, the user must be told to fix the variable, not a flag they never typed.
+    """
+    reason = error.reason
+    for option, env in applied.items():
+        reason = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])", f"{option} (set by ${env})", reason)
+    if reason != error.reason:
+        error.reason = reason
+        error.args = (error.summary(),)
+    return error

@@ -8,9 +8,10 @@ set from the environment (:mod:`integrity.cli.environment`; ``--help`` names eac
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Callable, Mapping, Sequence
 
-from integrity.cli.common import add_json_option
+from integrity.cli.common import add_json_option, error_facts, print_json_error
 from integrity.errors import EXIT_REJECTED, EXIT_USAGE, CairnError
 
 
@@ -20,7 +21,7 @@ def build_parser(environ: Mapping[str, str] | None = None, argv: Sequence[str] =
     from integrity import __version__
     from integrity.cli import environment
 
-    parser = argparse.ArgumentParser(prog="cairn", description="ML supply-chain integrity.")
+    parser = _Parser(prog="cairn", description="ML supply-chain integrity.")
     parser.add_argument("--version", action="version", version=f"cairn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -53,8 +54,28 @@ def build_parser(environ: Mapping[str, str] | None = None, argv: Sequence[str] =
 
     environment.annotate(parser)
     if environ is not None:
-        environment.apply(parser, environ, argv)
+        parser.set_defaults(environment_options=environment.apply(parser, environ, argv))
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, keeping its last usage message so that ``--json`` can report it as JSON."""
+
+    last_error: str | None = None
+
+    def error(self, message: str) -> "typing.NoReturn":
+        _Parser.last_error = f"{self.prog}: {message}"
+        super().error(message)
+
+
+def _json_requested(argv: Sequence[str]) -> bool:
+    """Whether a command line that did not parse asked for JSON (only the flag can say so before parsing)."""
+    return "--json" in argv
+
+
+def _usage_json(reason: str) -> None:
+    print(json.dumps({"result": "error", "error": "UsageError", "kind": "usage", "artifact": None,
+                      "reason": reason}, indent=2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,32 +85,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         parser = build_parser(process_environment(), argv)
     except CairnError as error:  # a variable the option would refuse
+        if _json_requested(argv):
+            _usage_json(error.summary())
         print(error.diagnostics(), file=sys.stderr)
         return error.exit_code
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse's usage error (2), or --help and --version (0)
+        if exit_.code not in (0, None) and _json_requested(argv):
+            _usage_json(_Parser.last_error or "invalid command line")
+        raise
     try:
         code: int = args.handler(args)
         return code
     except CairnError as error:
-        if getattr(args, "json", False):
-            print(json.dumps({"result": "rejected" if error.exit_code == EXIT_REJECTED else "error",
-                              "error": type(error).__name__, "kind": error.kind,
-                              "artifact": error.artifact, "reason": error.reason}, indent=2))
+        from integrity.cli.environment import name_variables
+
+        name_variables(error, getattr(args, "environment_options", {}))
+        print_json_error(args, error)
         print(error.diagnostics(), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return EXIT_USAGE
     except OSError as error:  # a file or connection problem the command did not name: an input error, said plainly
-        where = getattr(error, "filename", None)
-        reason = error.strerror or str(error)
-        if getattr(args, "json", False):
-            print(json.dumps({"result": "error", "error": type(error).__name__, "kind": "unreadable",
-                              "artifact": where, "reason": reason}, indent=2))
-        print(f"ArtifactReadError: {where + ': ' if where else ''}{reason}\n"
-              "What to do: Check that the path exists, is a regular file or folder, and is readable.", file=sys.stderr)
+        print_json_error(args, error)
+        _, where, reason, advice = error_facts(args, error)
+        print(f"ArtifactReadError: {where + ': ' if where else ''}{reason}\nWhat to do: {advice}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:  # fail closed: an unexpected error never reads as success
-        print(f"cairn: unexpected error ({type(error).__name__}): {error}", file=sys.stderr)
+        print_json_error(args, error)
+        _, where, _, advice = error_facts(args, error)
+        print(f"cairn: unexpected error ({type(error).__name__}){' on ' + where if where else ''}: {error}\n"
+              f"What to do: {advice}", file=sys.stderr)
         return EXIT_REJECTED if args.command == "verify" else EXIT_USAGE
 
 

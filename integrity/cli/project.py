@@ -8,12 +8,15 @@ files under version control). It refuses a folder that already holds a project.
 """
 
 import argparse
+import logging
 from pathlib import Path
 
 import yaml
 
 from integrity.cli.common import AddCommand, add_json_option, add_signer_options, emit
 from integrity.errors import EXIT_OK, UsageError
+
+log = logging.getLogger(__name__)
 
 CATALOG = """\
 # The sources this project ingests. Each entry is one vendor drop; `cairn catalog check catalog.yaml`
@@ -103,7 +106,35 @@ Without Dagster:
 """
 
 
-def init_project(folder: Path, name: str | None = None) -> list[Path]:
+def _existing_keys(folder: Path, *, adopt: bool) -> str | None:
+    """Keys already in the project's key folder: refused unless adopted, then checked to be one pair.
+
+    A key someone left in the folder (or planted in a shared checkout) would otherwise sign every
+    release of the new project without anyone having chosen it. Returns the adopted key's fingerprint.
+    """
+    from integrity.trust.signing import key_fingerprint, load_private_key, load_public_key
+
+    keys = folder / ".cairn" / "keys"
+    present = sorted(p.name for p in keys.iterdir()) if keys.is_dir() else []
+    if keys.is_symlink() or (keys.exists() and not keys.is_dir()):
+        raise UsageError("the key folder is a link or not a folder", artifact=keys, advice="Remove it first.")
+    if not present:
+        return None
+    if not adopt:
+        raise UsageError(f"this folder already holds keys ({', '.join(present)}); cairn init does not silently "
+                         "adopt a release key it did not make", artifact=keys,
+                         advice="Check where they came from; pass --adopt-keys to use them, or remove them.")
+    private, public = keys / "release.key", keys / "release.pub"
+    for path in (private, public):
+        if path.is_symlink() or not path.is_file():
+            raise UsageError(f"--adopt-keys needs {path.name} as a regular file", artifact=path)
+    derived = key_fingerprint(load_private_key(private).public_key())
+    if derived != key_fingerprint(load_public_key(public)):
+        raise UsageError("release.key and release.pub are not one key pair", artifact=keys)
+    return derived
+
+
+def init_project(folder: Path, name: str | None = None, *, adopt_keys: bool = False) -> list[Path]:
     """Write a new project into ``folder`` (created if missing); returns the files written."""
     from integrity.trust.signing import atomic_write, generate_key_pair
 
@@ -126,6 +157,9 @@ def init_project(folder: Path, name: str | None = None) -> list[Path]:
     existing = [n for n in files if (folder / n).exists()]
     if existing:
         raise UsageError(f"would overwrite {', '.join(existing)}", artifact=folder, advice="Choose an empty folder.")
+    adopted = _existing_keys(folder, adopt=adopt_keys)
+    if adopted:
+        log.warning("adopting the release key already in %s (%s)", folder / ".cairn" / "keys", adopted)
     written = []
     for sub in ("suites", "releases", "drops", ".cairn/keys"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -133,13 +167,13 @@ def init_project(folder: Path, name: str | None = None) -> list[Path]:
         atomic_write(folder / relative, text.encode())
         written.append(folder / relative)
     private, public = folder / ".cairn" / "keys" / "release.key", folder / ".cairn" / "keys" / "release.pub"
-    if not private.exists():
+    if adopted is None:
         generate_key_pair(private, public)
     return [*written, public]
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    written = init_project(Path(args.dir), args.name)
+    written = init_project(Path(args.dir), args.name, adopt_keys=args.adopt_keys)
     emit(args, {"project": str(Path(args.dir).resolve()), "files": [str(p) for p in written]},
          "\n".join([f"created the Cairn project {Path(args.dir).resolve()}:"]
                    + [f"  {p}" for p in written] + ["next: add a source to catalog.yaml (see README.md there)"]))
@@ -195,6 +229,8 @@ def register(add: AddCommand) -> None:
     p = add("init", cmd_init, "create a Cairn project (catalog, policies, suites, release specs, Dagster workspace)")
     p.add_argument("dir", help="the project folder (created if missing)")
     p.add_argument("--name", help="the project's name (default: the folder's)")
+    p.add_argument("--adopt-keys", action="store_true",
+                   help="use the release key pair already in DIR/.cairn/keys (refused without this flag)")
 
 
 def register_policy(policy_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -9,7 +9,8 @@
   Nothing is written.
 
 Exit 0 passed, 1 quarantined, 2 usage or input error (an unreadable dataset, a model the
-model-file gate cannot clear, a pixel range that is not declared).
+model-file gate cannot clear, a pixel range that is not declared, too few samples) or an internal
+error; with ``--json`` every error is a JSON object too (``"verdict": "error"``, same schema).
 """
 
 import argparse
@@ -17,8 +18,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from integrity.cli.common import AddCommand, add_location_options, emit
-from integrity.errors import EXIT_OK, EXIT_REJECTED, ArtifactReadError, UsageError
+from integrity.cli.common import AddCommand, add_location_options, emit, error_facts
+from integrity.errors import EXIT_OK, EXIT_REJECTED, ArtifactReadError, CairnError, UsageError
 
 SCREEN_SCHEMA = "https://cairn.dev/screen/v1"
 
@@ -36,6 +37,29 @@ def _foundation(path: str | None) -> tuple[Any, dict[str, Any] | None]:
         reasons = "; ".join(f.describe() for f in report.findings[:3]) or "not positively identified"
         raise ArtifactReadError(f"the model-file gate refused the model: {reasons}", artifact=path)
     return FoundationModel.from_path(path), {"path": str(path), "digest": f"sha256:{hash_artifact(path).root_digest}"}
+
+
+def _flagged(result: Any, names: tuple[str, ...], columns: list[str] | None) -> list[dict[str, Any]]:
+    """Every flagged sample: index, label, score, and the reason where a rule gives one (extreme values)."""
+    import numpy as np
+
+    extreme = set(result.extremes.flagged_rows.tolist()) if result.extremes is not None else set()
+    flagged = []
+    for i in np.flatnonzero(result.flagged):
+        entry: dict[str, Any] = {"index": int(i), "label": names[int(result.labels[i])],
+                                 "score": round(float(result.scores[i]), 4)}
+        if int(i) in extreme:
+            entry["reason"] = result.extremes.describe(int(i), columns)
+        flagged.append(entry)
+    return flagged
+
+
+def screen_error(args: argparse.Namespace, error: BaseException) -> dict[str, Any]:
+    """``cairn screen --json``'s error form (the screen report schema's ``"verdict": "error"``)."""
+    kind, artifact, message, advice = error_facts(args, error)
+    return {"schema": SCREEN_SCHEMA, "artifact": artifact, "passed": False, "verdict": "error",
+            "error": {"kind": kind, "type": type(error).__name__, "message": message, "artifact": artifact,
+                      "advice": advice}}
 
 
 def screen_file(args: argparse.Namespace) -> int:
@@ -61,13 +85,18 @@ def screen_file(args: argparse.Namespace) -> int:
         raise UsageError("--model applies to image datasets (tables are screened on their own features)")
     policy = ScanPolicy(**({"flag_threshold": args.flag_threshold} if args.flag_threshold is not None else {}),
                         **({"max_flagged_fraction": args.max_flagged} if args.max_flagged is not None else {}))
-    result = scan_dataset(samples.x, samples.labels, foundation=model, policy=policy, device=args.device)
+    columns = samples.details.get("columns") if samples.kind == "tabular" else None
+    try:
+        result = scan_dataset(samples.x, samples.labels, foundation=model, policy=policy, device=args.device,
+                              columns=columns)
+    except CairnError as error:  # the scan names no dataset: this one
+        if error.artifact is None:
+            error.artifact = str(where)
+            error.args = (error.summary(),)
+        raise
     names = samples.class_names
     summary = result.summary()
-    import numpy as np
-
-    flagged = [{"index": int(i), "label": names[int(samples.labels[i])], "score": round(float(result.scores[i]), 4)}
-               for i in np.flatnonzero(result.flagged)]
+    flagged = _flagged(result, names, columns)
     reason = result.verdict.reason
     if samples.kind == "image" and model is None:
         reason += " (no --model: scored on the images' own pixels only)"
@@ -84,7 +113,8 @@ def screen_file(args: argparse.Namespace) -> int:
     digest = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()[:16]
     lines = [f"{'PASSED' if result.verdict.passed else 'QUARANTINED'} {where} ({samples.kind}, {len(samples)} samples, "
              f"content sha256:{digest}...): {reason}"]
-    lines += [f"  flagged #{f['index']} label {f['label']} score {f['score']}" for f in flagged[:args.show]]
+    lines += [f"  flagged #{f['index']} label {f['label']} score {f['score']}"
+              + (f": {f['reason']}" if f.get("reason") else "") for f in flagged[:args.show]]
     if len(flagged) > args.show:
         lines.append(f"  ... and {len(flagged) - args.show} more (--json lists every one)")
     emit(args, data, "\n".join(lines))
@@ -147,4 +177,5 @@ def register(add: AddCommand) -> None:
     p.add_argument("--all-scores", action="store_true", help="with --json: every sample's score, in sample order")
     p.add_argument("--show", type=int, default=20, help="flagged samples listed in the text output (default 20)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(json_error=screen_error)
     add_location_options(p, catalog=True)

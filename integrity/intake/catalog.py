@@ -17,6 +17,7 @@ goes into every ingestion record. Example::
         origin: https://archive.ics.uci.edu/dataset/17
         suite: breast_cancer.json           # expectation suite (datasets), in the suites folder
         scan_profile: tabular
+        extra_files: [README.md, "docs/*"]  # reviewed: files of the drop carried unread (shell patterns)
 
 Relative file paths resolve against the catalog's *root*: the Cairn home (``$CAIRN_HOME``,
 where vendor drops land) unless the catalog says ``root:``. Suites resolve against the
@@ -43,7 +44,7 @@ SCHEMES = ("file", "s3", "https", "http")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SOURCE_FIELDS = {
     "kind", "uri", "format", "signature", "policy_source", "license", "origin",
-    "suite", "scan_profile", "phi", "baseline", "description", "probes",
+    "suite", "scan_profile", "phi", "baseline", "description", "probes", "extra_files",
 }  # fmt: skip
 _TOP_FIELDS = {"version", "description", "policy", "root", "suites", "sources"}
 
@@ -74,6 +75,8 @@ class Source:
     description: str = ""
     #: Models: the image dataset whose samples probe the backdoor scan (default: the first own image dataset).
     probes: str | None = None
+    #: Datasets: reviewed shell patterns naming files of the drop that the format does not read (carried unread).
+    extra_files: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -115,6 +118,8 @@ class Source:
             data["phi"] = self.phi
         if self.baseline:
             data["baseline"] = self.baseline
+        if self.extra_files:
+            data["extra_files"] = list(self.extra_files)
         return data
 
 
@@ -252,7 +257,23 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
         baseline=baseline,
         description=_text(path, where, entry, "description", required=False),
         probes=_probes(path, where, entry, kind),
+        extra_files=_extra_files(path, where, entry, kind),
     )
+
+
+def _extra_files(path: Path | None, where: str, entry: Mapping[str, Any], kind: str) -> tuple[str, ...]:
+    """Relative shell patterns of a dataset's files carried unread (each one reviewed: never a default)."""
+    value = entry.get("extra_files")
+    if value is None:
+        return ()
+    if kind != "dataset" or not isinstance(value, list) or not value:
+        raise _fail(path, f"{where}: extra_files is a non-empty list of file patterns, for datasets only")
+    for pattern in value:
+        if (not isinstance(pattern, str) or not pattern.strip() or pattern.startswith("/") or "\\" in pattern
+                or ".." in pattern.split("/") or any(ord(c) < 0x20 for c in pattern)):
+            raise _fail(path, f"{where}: extra_files entry {pattern!r} must be a relative pattern (no '/' start, "
+                              "'..' or backslash)")
+    return tuple(pattern.strip() for pattern in value)
 
 
 def _probes(path: Path | None, where: str, entry: Mapping[str, Any], kind: str) -> str | None:

@@ -234,6 +234,10 @@ class Ingestion:
         fetch_id = self._require(source, "validate").fetch_id
         artifact = self.fetched_artifact(source)
         digest = self.state(source)["verify"].digest
+        if source.kind == "dataset" and source.suite is not None:
+            from integrity.scans.expectations import load_suite
+
+            load_suite(source.suite)  # a suite mistake is the operator's usage error, never the vendor's rejection
         try:
             if source.kind == "dataset":
                 report = dataset_report(self, source, artifact)

@@ -236,7 +236,8 @@ def screen_dataset(home: Path, store: ArtifactStore, dataset_key: str, *, model_
         x, y = samples.x, samples.labels
         foundation = _foundation(home, model_key) if samples.kind == "image" else None
         with _shared_cores():
-            result = scan_dataset(x, y, foundation=foundation, policy=policy, device=device)
+            columns = samples.details.get("columns") if samples.kind == "tabular" else None
+            result = scan_dataset(x, y, foundation=foundation, policy=policy, device=device, columns=columns)
     except CairnError as error:
         outcome = ScreeningOutcome(dataset_key, False, f"screening could not run: {error.summary()}")
         atomic_write(summary_path, json.dumps({"dataset": dataset_key, "passed": False, "reason": outcome.reason},

@@ -30,13 +30,23 @@ def baseline(ingestion: "Ingestion", source: Source) -> tuple[Path | None, str]:
     return entries[0], f"the previous attested version ({entries[0].name})"
 
 
+def signature_in_drop(ingestion: "Ingestion", source: Source, artifact: Path) -> str | None:
+    """The relative name of the publisher's signature bundle when it lives inside the drop (not a data file)."""
+    if not artifact.is_dir():
+        return None
+    base = ingestion.catalog.resolve(source.uri).rstrip("/") + "/"
+    bundle = ingestion.catalog.resolve(source.signature_uri(True))
+    return bundle[len(base):] if bundle.startswith(base) else None
+
+
 def dataset_report(ingestion: "Ingestion", source: Source, artifact: Path) -> dict[str, Any]:
     from integrity.scans.datasets import validate_dataset
 
     docs = ingestion.home / "data-docs" / source.key
     previous, previous_name = baseline(ingestion, source)
     report = validate_dataset(artifact, format=source.format, suite=source.suite, previous=previous,
-                              previous_name=previous_name, phi=source.phi, data_docs_dir=docs)
+                              previous_name=previous_name, phi=source.phi, data_docs_dir=docs,
+                              extra_files=source.extra_files, signature=signature_in_drop(ingestion, source, artifact))
     data: dict[str, Any] = report.as_dict()
     if report.data_docs:
         site = Path(report.data_docs).parent

@@ -15,6 +15,7 @@ Subjects are exact strings per kind::
 """
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ REVOCATION_PREDICATE_TYPE = "https://cairn.dev/attestations/revocation/v1"
 RECORD_KIND = "revocations"
 SubjectKind = Literal["release", "source", "signer", "policy", "artifact"]
 SUBJECT_KINDS: tuple[str, ...] = get_args(SubjectKind)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class RevocationListError(VerificationError):
@@ -58,16 +60,38 @@ class Revocation:
                 "revokedBy": dict(self.revoked_by), "record": self.record_key}
 
 
-def _check(kind: str, subject: str) -> SubjectKind:
+def _check(kind: str, subject: str) -> tuple[SubjectKind, str]:
+    """The kind and the subject as every reader compares it; a digest that could never match is refused.
+
+    Digests (policy and artifact subjects, and a signer's fingerprint) are ``sha256:`` plus 64 hex
+    digits, normalised to lower case: a revocation of ``SHA256:AB..``, a 16-hex prefix or a digest
+    with a stray space would be signed and logged and then never match anything.
+    """
     if kind not in SUBJECT_KINDS:
         raise UsageError(f"unknown revocation kind {kind!r}; choose one of {', '.join(SUBJECT_KINDS)}")
     if not subject.strip():
         raise UsageError(f"a {kind} revocation needs a subject")
-    if kind == "release" and "@" not in subject:
+    if kind == "release" and ("@" not in subject or subject != subject.strip()):
         raise UsageError(f"a release is revoked as MODEL@VERSION, not {subject!r}")
-    if kind in ("policy", "artifact") and not subject.startswith("sha256:"):
-        raise UsageError(f"a {kind} is revoked by its digest (sha256:...), not {subject!r}")
-    return kind  # type: ignore[return-value]
+    if kind in ("policy", "artifact") or (kind == "signer" and subject.strip().lower().startswith("sha256:")):
+        subject = revocable_digest(subject, what=f"a {kind}")
+    elif subject != subject.strip():
+        raise UsageError(f"a {kind} subject has leading or trailing white space: {subject!r}")
+    return kind, subject  # type: ignore[return-value]
+
+
+def revocation_subject(kind: str, subject: str) -> tuple[SubjectKind, str]:
+    """A revocation's kind and subject, validated and normalised as :func:`revoke` stores them."""
+    return _check(kind, subject)
+
+
+def revocable_digest(value: str, *, what: str = "a digest") -> str:
+    """``sha256:`` plus 64 lower-case hex digits, from any case; anything else is a usage error (exit 2)."""
+    text = value.strip()
+    if not text.lower().startswith("sha256:") or not _HEX64.fullmatch(text[7:].lower()) or text != value:
+        raise UsageError(f"{what} is revoked by its full digest, sha256: and 64 hex digits, not {value!r}",
+                         advice="Copy the digest as `cairn verify` or the record prints it (64 hex digits).")
+    return "sha256:" + text[7:].lower()
 
 
 def record_name(kind: str, subject: str) -> str:
@@ -77,7 +101,7 @@ def record_name(kind: str, subject: str) -> str:
 
 def revoke(store: ArtifactStore, signer: Signer, kind: str, subject: str, reason: str) -> Revocation:
     """Sign and store a revocation; returns the existing one if the subject is already revoked."""
-    checked = _check(kind, subject)
+    checked, subject = _check(kind, subject)
     if not reason.strip():
         raise UsageError("a revocation needs a reason (auditors read it)")
     name = record_name(checked, subject)
@@ -106,8 +130,9 @@ def _payload(bundle: Mapping[str, Any]) -> bytes:
 def _from_statement(statement: Mapping[str, Any], key: str) -> Revocation:
     predicate = statement.get("predicate") or {}
     try:
-        return Revocation(_check(str(predicate["kind"]), str(predicate["subject"])), str(predicate["subject"]),
-                          str(predicate["reason"]), str(predicate["revokedAt"]), dict(predicate["revokedBy"]), key)
+        kind, subject = _check(str(predicate["kind"]), str(predicate["subject"]))
+        return Revocation(kind, subject, str(predicate["reason"]), str(predicate["revokedAt"]),
+                          dict(predicate["revokedBy"]), key)
     except (KeyError, TypeError, UsageError) as exc:
         raise RevocationListError(f"revocation record {key} is malformed: {exc}", artifact=key) from exc
 
@@ -135,12 +160,16 @@ class RevocationList:
             except VerificationError as exc:
                 raise RevocationListError(f"revocation {key} does not verify: {exc.reason}", artifact=key) from exc
             revocation = _from_statement(signed.statement, key)
-            if record_name(revocation.kind, revocation.subject) != name:
+            filed_as = str((signed.statement.get("predicate") or {}).get("subject"))  # as signed, before normalising
+            if record_name(revocation.kind, filed_as) != name:
                 raise RevocationListError(f"revocation {key} is filed under another subject's name", artifact=key)
             found.append(revocation)
         return cls(found)
 
     def find(self, kind: str, subject: str) -> Revocation | None:
+        """The revocation of a subject, compared as revocations are stored (digests in lower case)."""
+        if kind in ("policy", "artifact", "signer") and subject.lower().startswith("sha256:"):
+            subject = subject.lower()
         return self._index.get((kind, subject))
 
     def check(self, kind: str, subject: str, *, artifact: str | None = None) -> None:

@@ -19,11 +19,18 @@ column declares ``thousands``), *label balance drift* against the previous attes
 for a first version, the baseline the suite pins; the outcome says which), and the DICOM *PHI* check.
 A dataset that parses but breaks its suite is a failed :class:`ValidationReport`, not an error;
 input that cannot be parsed at all raises :class:`ArtifactReadError`.
+
+**Every file of a drop is read by its format** or the drop fails (``every_file_read``): a loader
+says what it read in its metadata (``read_files``), the drop's own signature bundle is left out,
+and the catalog's reviewed ``extra_files`` patterns name files carried unread, which the report
+lists (``unread_files``). DICOM is recognised by content (the ``DICM`` marker after the 128-byte
+preamble), whatever the file is called, so the PHI check sees every DICOM file of the drop.
 """
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +63,8 @@ PHI_FIELDS = (
 )  # fmt: skip
 _PLACEHOLDERS = {"", "ANONYMIZED", "ANONYMISED", "ANONYMOUS", "REMOVED", "NONE", "UNKNOWN"}
 _THOUSANDS = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d+)?$")
+#: A DICOM Part 10 file: a 128-byte preamble, then this marker.
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
 
 
 
@@ -70,6 +79,9 @@ class ValidationReport:
     suite: str | None = None
     suite_digest: str | None = None
     data_docs: str | None = None
+    #: Files of the drop carried unread because the catalog's reviewed ``extra_files`` names them.
+    unread_files: tuple[str, ...] = ()
+    extra_files: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,20 +94,24 @@ class ValidationReport:
             "suite": self.suite,
             "suite_digest": self.suite_digest,
             "data_docs": self.data_docs,
+            "unread_files": list(self.unread_files),
+            "extra_files": list(self.extra_files),
         }
 
 
 # -- loading each format into a table ------------------------------------------------------
 
 
-def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str) -> tuple[Any, list[CheckOutcome]]:
-    """Read every cell as text, then convert declared numeric columns, reporting type drift."""
+def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str
+                ) -> tuple[Any, list[CheckOutcome], list[str]]:
+    """Read every cell as text, then convert declared numeric columns, reporting type drift (and the files read)."""
     import pandas as pd
 
     from integrity.scans.images import read_files
-    from integrity.scans.tables import read_table
+    from integrity.scans.tables import read_table, table_files
 
-    frame = read_table(read_files(path), fmt, where=path)
+    files = read_files(path)
+    frame = read_table(files, fmt, where=path)
     outcomes: list[CheckOutcome] = []
     for name, spec in (suite.columns.items() if suite else ()):
         if name not in frame.columns or spec.type == "str":
@@ -127,7 +143,7 @@ def _load_table(path: Path, suite: ExpectationSuiteSpec | None, fmt: str) -> tup
             numbers = pd.to_numeric(text.where(~blank), errors="coerce")
             if (~blank).any() and not (numbers.isna() & ~blank).any():
                 frame[name] = numbers
-    return frame, outcomes
+    return frame, outcomes, table_files(files, fmt, path)
 
 
 def _grouped(separator: str) -> str:
@@ -163,7 +179,8 @@ def _load_images(path: Path, suite: ExpectationSuiteSpec | None) -> tuple[Any, l
     outcomes = []
     flat = images.images.reshape(len(images.images), -1).astype("float64")
     stats: dict[str, Any] = {"images_shape": [len(images.images), *images.shape], "images_dtype": images.dtype,
-                             "layout": images.layout, "classes": list(images.class_names)}
+                             "layout": images.layout, "classes": list(images.class_names),
+                             "read_files": list(images.read)}
     try:
         low, high = declared_range(images.images, suite.pixel_range if suite else None, images.dtype, where=path)
         stats["pixel_range"] = [low, high]
@@ -185,22 +202,37 @@ def _mask(value: str) -> str:
     return value[:1] + "***" if value else ""
 
 
-def _load_dicom(path: Path, phi: str) -> tuple[Any, list[CheckOutcome]]:
+def is_dicom(path: Path) -> bool:
+    """DICOM by content: the ``DICM`` marker after the 128-byte preamble (the name never decides)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(DICOM_MAGIC_OFFSET + len(DICOM_MAGIC))
+    except OSError as exc:
+        raise ArtifactReadError(f"cannot read: {exc.strerror or exc}", artifact=path) from exc
+    return head[DICOM_MAGIC_OFFSET:] == DICOM_MAGIC
+
+
+def _load_dicom(path: Path, phi: str) -> tuple[Any, list[CheckOutcome], list[str]]:
+    """Every file that is DICOM by content, whatever its name, header-checked for PHI; also the files read."""
     import pandas as pd
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix == ".dcm")
+    from integrity.scans.images import dataset_files
+
+    files = {name: file for name, file in dataset_files(path).items() if is_dicom(file)}
     if not files:
-        raise ArtifactReadError("no .dcm files in the drop", artifact=path)
+        raise ArtifactReadError("no DICOM file (a 128-byte preamble, then DICM) in the drop", artifact=path)
     outcomes: list[CheckOutcome] = []
     rows = []
     severity = "error" if phi == "reject" else "warning"
-    for file in files:
-        relative = file.name if path.is_file() else str(file.relative_to(path))
+    for relative, file in sorted(files.items()):
         try:
+            meta = pydicom.filereader.read_file_meta_info(file)
+            if meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
+                raise ValueError("a deflated data set is inflated whole, unbounded: refused")
             dataset = pydicom.dcmread(file, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             outcomes.append(CheckOutcome(f"dicom_parse({relative})", False, "error", f"not readable DICOM: {exc}"))
             continue
         for name in PHI_FIELDS:
@@ -210,7 +242,7 @@ def _load_dicom(path: Path, phi: str) -> tuple[Any, list[CheckOutcome]]:
                                              f"{relative}: {name} is present ({_mask(value)})"))
         rows.append({"file": relative, "Modality": str(dataset.get("Modality", "")),
                      "Rows": int(dataset.get("Rows", 0) or 0), "Columns": int(dataset.get("Columns", 0) or 0)})
-    return pd.DataFrame(rows), outcomes
+    return pd.DataFrame(rows), outcomes, sorted(files)
 
 
 # -- label balance ---------------------------------------------------------------------------
@@ -275,16 +307,16 @@ def _load(path: Path, fmt: str, suite: ExpectationSuiteSpec | None, phi: str
 def _table(fmt: str) -> Loader:
     def load(path: Path, suite: ExpectationSuiteSpec | None, phi: str
              ) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
-        frame, outcomes = _load_table(path, suite, fmt)
-        return frame, outcomes, {}
+        frame, outcomes, read = _load_table(path, suite, fmt)
+        return frame, outcomes, {"read_files": read}
 
     return load
 
 
 def _dicom(path: Path, suite: ExpectationSuiteSpec | None, phi: str
            ) -> tuple[Any, list[CheckOutcome], dict[str, Any]]:
-    frame, outcomes = _load_dicom(path, phi)
-    return frame, outcomes, {"files": len(frame)}
+    frame, outcomes, read = _load_dicom(path, phi)
+    return frame, outcomes, {"files": len(frame), "read_files": read}
 
 
 for _fmt in ("csv", "tsv", "jsonl", "parquet"):
@@ -303,17 +335,29 @@ def validate_dataset(
     previous_name: str = "the previous version",
     phi: str = "reject",
     data_docs_dir: Path | None = None,
+    extra_files: Sequence[str] = (),
+    signature: str | None = None,
 ) -> ValidationReport:
     """Validate a dataset drop against its suite.
 
     Label balance is compared with ``previous`` (an earlier version: ``previous_name`` says which),
     else with the baseline the suite pins (``label.baseline``); the outcome names what it compared to.
+    Every file must be read by the format, except the drop's own ``signature`` bundle (its relative
+    name) and files matching an ``extra_files`` pattern (reviewed, carried unread and listed).
     """
     path = Path(path)
     if not path.exists():
         raise ArtifactReadError("no such dataset", artifact=path)
     spec = load_suite(suite) if suite is not None else None
     frame, outcomes, stats = _load(path, format, spec, phi)
+    unread: tuple[str, ...] = ()
+    read = stats.pop("read_files", None)
+    if read is not None or not any(not o.passed and o.severity == "error" for o in outcomes):
+        check, unread = every_file_read(path, read or (), extra_files, signature)
+        outcomes.insert(0, check)
+        stats["files_read"] = len(read or ())
+        if unread:
+            stats["unread_files"] = list(unread)
     docs = None
     if spec is not None and len(frame.columns):
         gx_outcomes, docs = run_gx(frame, spec, data_docs_dir)
@@ -342,4 +386,25 @@ def validate_dataset(
         suite=spec.name if spec else None,
         suite_digest=spec.digest if spec else None,
         data_docs=docs,
+        unread_files=unread,
+        extra_files=tuple(extra_files),
     )
+
+
+def every_file_read(path: Path, read: Sequence[str], extra_files: Sequence[str] = (), signature: str | None = None
+                    ) -> tuple[CheckOutcome, tuple[str, ...]]:
+    """The ``every_file_read`` outcome, and the files carried unread under ``extra_files`` (shell patterns on
+    the whole relative name, ``*`` also crossing ``/``). A file neither read nor listed fails the drop."""
+    from integrity.scans.images import dataset_files
+
+    done = set(read)
+    left = [n for n in sorted(dataset_files(path)) if n not in done and n != signature]
+    carried = tuple(n for n in left if any(fnmatchcase(n, pattern) for pattern in extra_files))
+    refused = [n for n in left if n not in carried]
+    if refused:
+        shown = ", ".join(map(repr, refused[:5])) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        return CheckOutcome("every_file_read", False, "error",
+                            f"{len(refused)} file(s) the format reader never read: {shown}; "
+                            "a file that is not data must be named in the catalog's reviewed extra_files"), carried
+    detail = f"{len(done)} file(s) read" + (f", {len(carried)} carried unread by extra_files" if carried else "")
+    return CheckOutcome("every_file_read", True, "error", detail), carried

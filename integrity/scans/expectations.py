@@ -33,6 +33,7 @@ from typing import Any
 
 from integrity import safeio
 from integrity.errors import UsageError
+from integrity.scans import suite_code
 
 COLUMN_TYPES = ("float", "int", "str")
 _SUITE_KEYS = {"name", "description", "columns", "exact_columns", "label", "expect_no_duplicate_rows", "row_count",
@@ -113,7 +114,7 @@ def load_suite(path: Path) -> ExpectationSuiteSpec:
 
         try:
             document = safeio.loads(Path(path).read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             raise error from None
         if isinstance(document, dict) and not _is_native(document):
             add_problems(error, "expectation-suite", document)
@@ -126,18 +127,27 @@ def _is_native(data: Mapping[str, Any]) -> bool:
 
 
 def _load_suite(path: Path) -> ExpectationSuiteSpec:
-    try:
-        raw = Path(path).read_bytes()
-        data = safeio.loads(raw)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"unreadable expectation suite: {exc}", artifact=path) from exc
+    raw = safeio.read_regular_file(path, what="expectation suite", max_bytes=safeio.MAX_CONFIG_BYTES, error=UsageError)
+    return parse_suite(raw, where=path)
+
+
+def parse_suite(raw: bytes, *, where: Path = Path("suite.json")) -> ExpectationSuiteSpec:
+    """Parse and check a suite document from its bytes (``where`` names it in errors).
+
+    Raises only :class:`~integrity.errors.UsageError` on a bad document (the fuzz entry point): every
+    native expectation is checked as plain data (:mod:`integrity.scans.suite_code`) and built with GX.
+    """
+    path = where
+    data = safeio.parse_json(raw, artifact=path, error=UsageError, what="expectation suite",
+                             max_bytes=safeio.MAX_CONFIG_BYTES)
     if not isinstance(data, dict):
         raise UsageError("an expectation suite is a JSON object with a 'name'", artifact=path)
     native = _is_native(data)
     if native:  # GX's own suite; Cairn's shorthand may ride along in meta.cairn
+        suite_code.check_suite_parameters(path, data.get("suite_parameters"))
         name = data.get("name") or data.get("expectation_suite_name")
         meta = data.get("meta") or {}
-        shorthand = meta.get("cairn") or {} if isinstance(meta, dict) else {}
+        shorthand = (meta.get("cairn") or {}) if isinstance(meta, dict) else None
         if not isinstance(shorthand, dict):
             raise UsageError("meta.cairn: expected an object of Cairn's suite keys", artifact=path)
         _unknown(path, "meta.cairn", shorthand, _SUITE_KEYS - {"name", "expectations"})
@@ -145,13 +155,12 @@ def _load_suite(path: Path) -> ExpectationSuiteSpec:
     if not isinstance(data.get("name"), str):
         raise UsageError("an expectation suite is a JSON object with a 'name'", artifact=path)
     _unknown(path, "suite", data, _SUITE_KEYS)
-    columns = {name: _column(path, name, spec) for name, spec in (data.get("columns") or {}).items()}
-    label = data.get("label") or {}
+    columns = {name: _column(path, name, spec) for name, spec in _object(path, "columns", data).items()}
+    label = _object(path, "label", data)
     _unknown(path, "label", label, _LABEL_KEYS)
-    rows = data.get("row_count")
-    if rows is not None:
-        _unknown(path, "row_count", rows, {"min", "max"})
-    images = data.get("images") or {}
+    rows = _object(path, "row_count", data)
+    _unknown(path, "row_count", rows, {"min", "max"})
+    images = _object(path, "images", data)
     _unknown(path, "images", images, _IMAGES_KEYS)
     pixel_range = images.get("range")
     if pixel_range is not None and (not isinstance(pixel_range, list) or len(pixel_range) != 2
@@ -161,6 +170,12 @@ def _load_suite(path: Path) -> ExpectationSuiteSpec:
     channels = images.get("channels")
     if channels is not None and (not isinstance(channels, list) or not all(c in (1, 3, 4) for c in channels)):
         raise UsageError("images.channels must list channel counts (1, 3 or 4)", artifact=path)
+    if label.get("values") is not None and not isinstance(label["values"], list):
+        raise UsageError("label.values must be a list", artifact=path)
+    if not isinstance(label.get("column"), str | None) or suite_code.number_problem(
+            label.get("max_balance_drift")) or any(suite_code.number_problem(v) for v in rows.values()):
+        raise UsageError("label.column is a name, label.max_balance_drift and row_count.min/max are numbers",
+                         artifact=path)
     return ExpectationSuiteSpec(
         name=data["name"],
         digest="sha256:" + hashlib.sha256(raw).hexdigest(),
@@ -174,9 +189,17 @@ def _load_suite(path: Path) -> ExpectationSuiteSpec:
         row_count=(rows.get("min"), rows.get("max")) if rows else None,
         pixel_range=(float(pixel_range[0]), float(pixel_range[1])) if pixel_range else None,
         channels=tuple(channels) if channels else None,
-        native=_native_expectations(path, data.get("expectations") or []),
+        native=_native_expectations(path, [] if data.get("expectations") is None else data["expectations"]),
         infer_numbers=native,
     )
+
+
+def _object(path: Path, key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    value = data.get(key)
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise UsageError(f"{key}: expected an object", artifact=path)
+    return value
 
 
 def _column(path: Path, name: str, spec: Any) -> ColumnSpec:
@@ -187,13 +210,9 @@ def _column(path: Path, name: str, spec: Any) -> ColumnSpec:
     if kind not in COLUMN_TYPES:
         raise UsageError(f"column {name!r}: type must be one of {COLUMN_TYPES}", artifact=path)
     regex = spec.get("regex")
-    if regex is not None:
-        import re
-
-        try:
-            re.compile(str(regex))
-        except re.error as exc:
-            raise UsageError(f"column {name!r}: regex {regex!r} does not compile: {exc}", artifact=path) from exc
+    problem = None if regex is None else suite_code.regex_problem(regex) if isinstance(regex, str) else "not text"
+    if problem is not None:
+        raise UsageError(f"column {name!r}: regex {str(regex)[:100]!r}: {problem}", artifact=path)
     thousands = spec.get("thousands")
     if thousands is not None and (kind == "str" or thousands not in (",", ".", " ", "'", "_")):
         raise UsageError(f"column {name!r}: thousands must be one of , . space ' _ on a float or int column",
@@ -202,6 +221,10 @@ def _column(path: Path, name: str, spec: Any) -> ColumnSpec:
     if any(v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0) for v in lengths):
         raise UsageError(f"column {name!r}: min_length and max_length are non-negative integers", artifact=path)
     values = spec.get("values")
+    if values is not None and not isinstance(values, list):
+        raise UsageError(f"column {name!r}: values must be a list", artifact=path)
+    if any(suite_code.number_problem(spec.get(k)) for k in ("min", "max")):
+        raise UsageError(f"column {name!r}: min and max are numbers", artifact=path)
     return ColumnSpec(kind, spec.get("min"), spec.get("max"), bool(spec.get("nullable", False)),
                       tuple(values) if values is not None else None, regex, bool(spec.get("unique", False)),
                       lengths[0], lengths[1], thousands)
@@ -220,30 +243,29 @@ def _baseline(path: Path, value: Any) -> dict[str, float] | None:
 
 
 def _native_expectations(path: Path, items: Any) -> tuple[dict[str, Any], ...]:
-    """Each native expectation, checked by building it with GX now (a usage error if GX refuses it)."""
+    """Each native expectation: plain data only (no code a backend evaluates), then built with GX now.
+
+    Either check failing is a usage error naming the suite, the expectation and the argument.
+    """
     if not isinstance(items, list):
         raise UsageError("expectations: expected a list of {type, kwargs}", artifact=path)
     if not items:
         return ()
+    checked = [suite_code.check_native_expectation(path, index, item) for index, item in enumerate(items)]
     from integrity.settings import quiet_third_party
 
     quiet_third_party()
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     found = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise UsageError(f"expectations[{index}]: expected an object", artifact=path)
-        kind = item.get("type") or item.get("expectation_type")
-        kwargs = item.get("kwargs") or {}
-        if not isinstance(kind, str) or not isinstance(kwargs, dict):
-            raise UsageError(f"expectations[{index}]: needs a 'type' and an object of 'kwargs'", artifact=path)
+    for index, (kind, kwargs, meta) in enumerate(checked):
         try:
             ExpectationConfiguration(type=kind, kwargs=dict(kwargs)).to_domain_obj()
         except Exception as exc:  # GX raises many types; any of them means the suite is wrong
-            raise UsageError(f"expectations[{index}] ({kind}): Great Expectations refuses it: "
-                             f"{str(exc).splitlines()[0][:300]}", artifact=path) from exc
-        found.append({"type": kind, "kwargs": dict(kwargs), "meta": dict(item.get("meta") or {})})
+            raise UsageError(f"expectations[{index}] ({kind[:80]}): Great Expectations refuses it: "
+                             f"{(str(exc).splitlines() or [''])[0][:300]}", artifact=path) from exc
+        suite_code.check_expectation_type(path, index, kind)
+        found.append({"type": kind, "kwargs": kwargs, "meta": meta})
     return tuple(found)
 
 
@@ -282,7 +304,9 @@ def _expectations(suite: ExpectationSuiteSpec, columns: list[str]) -> list[Any]:
                                                              value_set=list(suite.label_values)))
     if suite.no_duplicate_rows and columns:
         found.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(columns)))
-    for item in suite.native:
+    for index, item in enumerate(suite.native):  # checked at load; again here, by the same rules, before GX sees it
+        suite_code.check_expectation_type(Path(suite.name), index,
+                                          suite_code.check_native_expectation(Path(suite.name), index, item)[0])
         found.append(ExpectationConfiguration(type=item["type"], kwargs=dict(item["kwargs"]),
                                               meta=dict(item.get("meta") or {})).to_domain_obj())
     return found

@@ -9,6 +9,9 @@ that screening reports); they must share their columns.
 For the poisoning screen, :func:`features` turns a table into a numeric matrix: numeric columns
 as they are (blanks filled with the column median), text columns with at most
 :data:`MAX_LEVELS` distinct values one-hot encoded, other text columns left out (and named).
+A column is numeric when at least :data:`NUMERIC_SHARE` of its non-blank cells are numbers; a cell
+of such a column that is not a finite number (``abc``, ``inf``, ``nan``, ``1e400``) is refused, named
+by column and row: one stray cell would otherwise turn the column into text and hide it from the screen.
 """
 
 import io
@@ -27,6 +30,9 @@ TABLE_FORMATS: dict[str, tuple[str, ...]] = {
     "csv": (".csv",), "tsv": (".tsv", ".tab"), "jsonl": (".jsonl", ".ndjson"), "parquet": (".parquet", ".pq"),
 }  # fmt: skip
 MAX_LEVELS = 32
+#: The share of a column's non-blank cells that must be numbers for the column to be numeric.
+NUMERIC_SHARE = 0.9
+_NAN_WORDS = ("nan", "+nan", "-nan")
 
 
 def table_files(files: Mapping[str, bytes], fmt: str, where: Path) -> list[str]:
@@ -101,6 +107,27 @@ class Features:
     skipped: tuple[str, ...]
 
 
+def _numeric(text: Any, column: str, where: str | Path) -> np.ndarray | None:
+    """A numeric column's values (blanks: the median), None for a text column; refuses cells that are not finite."""
+    import pandas as pd
+
+    given = (text != "").to_numpy()
+    values: np.ndarray = np.array(pd.to_numeric(text.where(given), errors="coerce"), dtype=np.float64)
+    numbers = ~np.isnan(values) | text.str.lower().isin(_NAN_WORDS).to_numpy()
+    if not given.any() or numbers[given].mean() < NUMERIC_SHARE:
+        return None
+    bad = np.flatnonzero(given & ~np.isfinite(values))
+    if len(bad):
+        shown = ", ".join(f"row {int(r)}: {str(text.iloc[r])[:24]!r}" for r in bad[:5])
+        raise ArtifactReadError(f"column {column!r} is numeric but {len(bad)} cell(s) are not finite numbers "
+                                f"({shown}{', ...' if len(bad) > 5 else ''}): the screen cannot place them",
+                                artifact=where, advice="Fix the cells, or blank them (a blank cell is filled with "
+                                                       "the column median); rows are numbered from 0.")
+    if not given.all():  # the median of the quartered values: no overflow near the float64 limit
+        values[~given] = 4.0 * float(np.median(values[given] * 0.25))
+    return values
+
+
 def features(frame: Any, label_column: str, *, where: str | Path = "<table>") -> Features:
     """Numeric features and labels of a table (text cells, as :func:`read_table` returns them)."""
     import pandas as pd
@@ -112,7 +139,7 @@ def features(frame: Any, label_column: str, *, where: str | Path = "<table>") ->
     if (raw == "").any():
         raise ArtifactReadError(f"{int((raw == '').sum())} rows have no label in {label_column!r}", artifact=where)
     numeric = pd.to_numeric(raw, errors="coerce")
-    if numeric.notna().all() and (numeric == numeric.round()).all():
+    if numeric.notna().all() and np.isfinite(numeric).all() and (numeric == numeric.round()).all():
         values = sorted({int(v) for v in numeric})
         index: dict[Any, int] = {v: i for i, v in enumerate(values)}
         labels = np.asarray([index[int(v)] for v in numeric], dtype=np.int64)
@@ -126,10 +153,8 @@ def features(frame: Any, label_column: str, *, where: str | Path = "<table>") ->
         if column == label_column:
             continue
         text = frame[column].astype(str).str.strip()
-        blank = text == ""
-        values = pd.to_numeric(text.where(~blank), errors="coerce")
-        if (values.notna() | blank).all() and values.notna().any():
-            filled = values.fillna(values.median()).to_numpy(dtype=np.float64)
+        filled = _numeric(text, str(column), where)
+        if filled is not None:
             parts.append(filled[:, None])
             used.append(str(column))
             continue

@@ -23,7 +23,7 @@ MODELS: dict[str, tuple[str, str]] = {
     "project": ("integrity.schemas.files", "ProjectFile"),
     "release-index": ("integrity.schemas.written", "ReleaseIndexFile"),
     "record": ("integrity.schemas.written", "RecordFile"),
-    "screen-report": ("integrity.schemas.written", "ScreenReportFile"),
+    "screen-report": ("integrity.schemas.written", "ScreenReport"),
 }
 
 

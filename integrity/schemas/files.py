@@ -35,6 +35,8 @@ class CatalogSource(Strict):
     baseline: Digest | None = None
     description: str | None = None
     probes: str | None = Field(None, description="model: the image dataset whose samples probe its backdoor scan")
+    extra_files: list[str] | None = Field(None, description="dataset: reviewed shell patterns of files the format "
+                                                        "does not read, carried unread and listed as such")
 
 
 class CatalogFile(Strict):

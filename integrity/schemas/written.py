@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -58,6 +58,8 @@ class FlaggedSample(BaseModel):
     index: Annotated[int, Field(ge=0, description="position in the dataset's sample order, 0-based")]
     label: str = Field(description="the sample's label as published")
     score: float = Field(description="poisoning score (robust z; the policy flags at flag_threshold)")
+    reason: str | None = Field(None, description="why the sample is flagged, where a rule says more than its score "
+                                                 "(a table's extreme value: its column, value and robust bounds)")
 
 
 class ScreenReportFile(BaseModel):
@@ -83,3 +85,29 @@ class ScreenReportFile(BaseModel):
     scores: list[float] | None = Field(None, description="every sample's score in sample order (--all-scores)")
     device: str
     seconds: float
+
+
+class ScreenError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="the error's kind: usage, unreadable, ... or internal (a fault in Cairn)")
+    type: str = Field(description="the error's class")
+    message: str
+    artifact: str | None = Field(description="the input that caused it")
+    advice: str = Field(description="what to do")
+
+
+class ScreenErrorFile(BaseModel):
+    """``cairn screen --json`` when the screen could not judge the dataset (exit 2): no verdict on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: Literal["https://cairn.dev/screen/v1"] = Field(alias="schema")
+    artifact: str | None
+    passed: Literal[False]
+    verdict: Literal["error"]
+    error: ScreenError
+
+
+class ScreenReport(RootModel[Annotated[ScreenReportFile | ScreenErrorFile, Field(discriminator="verdict")]]):
+    """``cairn screen --json``: a verdict on the dataset (passed, quarantined) or why there is none (error)."""

@@ -1,6 +1,7 @@
 """The dataset scan: feature views -> per-sample scores -> flags and a verdict by policy."""
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from integrity.errors import UsageError
 from integrity.scans.poisoning.classifier import classifier_disagreement, implausibility
+from integrity.scans.poisoning.extremes import EXTREME_SCORE, ExtremeCells, robust_view
 from integrity.scans.poisoning.features import FoundationModel, pick_device
 from integrity.scans.poisoning.perturbation import PerturbationScores, perturbation_scores
 from integrity.scans.poisoning.policy import PolicyResult, ScanPolicy
@@ -16,6 +18,8 @@ from integrity.scans.poisoning.triggers import shared_extremes
 
 RAW_DIMS = 128  # raw inputs larger than this are PCA-reduced (distances barely change)
 FOUNDATION_DIMS = 64
+#: Fewer samples than this give no verdict: a flag rate of a handful of samples means nothing.
+MIN_SAMPLES = 10
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class DatasetScan:
     details: dict[str, Any] = field(default_factory=dict)
     #: Label-free evidence of a perturbation after capture (clean-label poisons): see perturbation.py.
     perturbation: PerturbationScores | None = None
+    #: Tables: the cells beyond their column's robust bounds (their rows are flagged): see extremes.py.
+    extremes: ExtremeCells | None = None
 
     @property
     def split_classes(self) -> list[int]:
@@ -66,17 +72,18 @@ def _as_images(x: np.ndarray) -> bool:
 
 
 def feature_views(x: np.ndarray, *, foundation: FoundationModel | None, device: str,
-                  foundation_features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  foundation_features: np.ndarray | None = None, table: np.ndarray | None = None
+                  ) -> dict[str, np.ndarray]:
     """The views a scan compares: raw inputs (images in [0, 1] unscaled, so a small trigger cannot
-    dominate through standardisation; tabular robust-scaled) and the foundation model's embedding."""
+    dominate through standardisation; tables robust-scaled with extreme cells winsorised, or ``table``
+    where :func:`~integrity.scans.poisoning.extremes.robust_view` already made it) and the foundation
+    model's embedding."""
     views: dict[str, np.ndarray] = {}
-    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
     if _as_images(x):
+        flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
         views["raw"] = pca_reduce(flat, RAW_DIMS, device=device) if flat.shape[1] > RAW_DIMS else flat
     else:
-        median = np.median(flat, 0)
-        scale = np.subtract(*np.percentile(flat, [75, 25], axis=0))
-        views["raw"] = (flat - median) / np.where(scale > 1e-12, scale, 1.0)
+        views["raw"] = table if table is not None else robust_view(np.asarray(x).reshape(len(x), -1))[0]
     if foundation_features is None and foundation is not None and _as_images(x):
         foundation_features = foundation.embed(x)
     if foundation_features is not None:
@@ -117,35 +124,66 @@ def _confirmed_by_classifier(view: ViewScores, y: np.ndarray, label_evidence: np
     return replace(view, split=split, split_classes=kept, class_stats=stats)
 
 
-def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | None = None,
-                 policy: ScanPolicy | None = None, device: str | None = None,
-                 foundation_features: np.ndarray | None = None, k: int = 20) -> DatasetScan:
-    """Score every sample of (x, y), flag by ``policy`` and judge the dataset."""
-    x = np.asarray(x)
-    y = np.asarray(y)
+def _check_input(x: np.ndarray, y: np.ndarray) -> None:
     if len(x) != len(y) or len(y) == 0:
         raise UsageError(f"scan needs as many labels as samples (got {len(x)} samples, {len(y)} labels)")
+    if len(y) < MIN_SAMPLES:
+        raise UsageError(f"too small to screen: {len(y)} samples, need at least {MIN_SAMPLES}",
+                         advice="Screen the dataset together with the rest of its drop, or review it by hand.")
     if len(np.unique(y)) < 2:
         raise UsageError("scan needs at least two classes: label consistency compares classes")
-    if not np.all(np.isfinite(x)):
-        raise UsageError("scan input has NaN or infinite values")
+    finite = np.isfinite(x.reshape(len(x), -1))
+    if not finite.all():
+        row, column = (int(v) for v in np.argwhere(~finite)[0])
+        raise UsageError(f"scan input has {int((~finite).sum())} NaN or infinite value(s) (first: sample {row}, "
+                         f"feature {column}): the screen cannot place them",
+                         advice="Fix or blank the cells (a table's blank cells are filled with the column median).")
+
+
+def _table_evidence(z: np.ndarray, y: np.ndarray, extra: dict[str, Any]
+                    ) -> tuple[np.ndarray | None, np.ndarray, dict[int, dict[str, Any]]]:
+    """Tables: the out-of-fold classifier's label evidence (classifier.py) and feature-value triggers."""
+    label_evidence = None
+    found = classifier_disagreement(z, y)
+    if found is not None:
+        label_evidence, extra["label_classifier"] = found
+    trigger_scores, trigger_classes = shared_extremes(z, y)  # triggers on feature values
+    if trigger_classes:
+        extra["feature_triggers"] = {str(c): v for c, v in trigger_classes.items()}
+    return label_evidence, trigger_scores, trigger_classes
+
+
+def _with_extremes(verdict: PolicyResult, cells: ExtremeCells, columns: Sequence[str] | None) -> PolicyResult:
+    if not len(cells.rows):
+        return verdict
+    first = cells.describe(int(cells.rows[0]), list(columns) if columns is not None else None).split("; ")[0]
+    return PolicyResult(verdict.passed, f"{verdict.reason}; {len(cells.flagged_rows)} row(s) with extreme values "
+                                        f"flagged on their own (first: {first})")
+
+
+def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | None = None,
+                 policy: ScanPolicy | None = None, device: str | None = None,
+                 foundation_features: np.ndarray | None = None, k: int = 20,
+                 columns: Sequence[str] | None = None) -> DatasetScan:
+    """Score every sample of (x, y), flag by ``policy`` and judge the dataset.
+
+    A table's rows with extreme cells (extremes.py) are flagged whatever their other scores; ``columns``
+    names a table's features in the reasons.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    _check_input(x, y)
     policy = policy or ScanPolicy()
     device = pick_device(device)
     started = time.perf_counter()
-    views = feature_views(x, foundation=foundation, device=device, foundation_features=foundation_features)
+    table, cells = robust_view(x.reshape(len(x), -1)) if not _as_images(x) else (None, None)
+    views = feature_views(x, foundation=foundation, device=device, foundation_features=foundation_features,
+                          table=table)
     scored = [view_scores(name, z, y, k=k, device=device) for name, z in views.items()]
     perturbed = perturbation_scores(x, device=device)
     extra: dict[str, Any] = {}
-    label_evidence = None
-    trigger_scores: np.ndarray | None = None
-    trigger_classes: dict[int, dict[str, Any]] = {}
-    if not _as_images(x):  # tables: an out-of-fold classifier judges each label (classifier.py)
-        found = classifier_disagreement(views["raw"], y)
-        if found is not None:
-            label_evidence, extra["label_classifier"] = found
-        trigger_scores, trigger_classes = shared_extremes(views["raw"], y)  # triggers on feature values
-        if trigger_classes:
-            extra["feature_triggers"] = {str(c): v for c, v in trigger_classes.items()}
+    label_evidence, trigger_scores, trigger_classes = (None, None, {}) if _as_images(x) else \
+        _table_evidence(views["raw"], y, extra)
     if label_evidence is not None:
         scored = [_confirmed_by_classifier(v, y, label_evidence) for v in scored]
     # Where the classifier judges labels, it replaces the neighbour test's label evidence; the backdoor
@@ -155,12 +193,18 @@ def scan_dataset(x: np.ndarray, y: np.ndarray, *, foundation: FoundationModel | 
         scores = np.maximum(scores, label_evidence)
     if trigger_scores is not None:
         scores = np.maximum(scores, trigger_scores)
+    if cells is not None and len(cells.rows):
+        scores[cells.flagged_rows] = np.maximum(scores[cells.flagged_rows], EXTREME_SCORE)
+        extra["extreme_values"] = cells.details(list(columns) if columns is not None else None)
     split_classes = sorted({c for v in scored for c in v.split_classes} | set(trigger_classes))
     flagged = policy.flags(scores, y, split_classes)
+    if cells is not None:
+        flagged[cells.flagged_rows] = True
     verdict = policy.check(int(flagged.sum()), len(y), split_classes)
+    verdict = _with_extremes(verdict, cells, columns) if cells is not None else verdict
     return DatasetScan(scores, flagged, verdict, scored, y, device, time.perf_counter() - started,
                        {"policy": {"flag_threshold": policy.flag_threshold,
                                    "max_flagged_fraction": policy.max_flagged_fraction,
                                    "fail_on_backdoor_split": policy.fail_on_backdoor_split,
                                    "backdoor_class_threshold": policy.backdoor_class_threshold}, **extra},
-                       perturbed)
+                       perturbed, cells)

@@ -80,9 +80,12 @@ def _neighbours(z: np.ndarray, y: np.ndarray, k: int, device: str, chunk: int = 
     n = len(y)
     same_mean = np.empty(n)
     other_mean = np.empty(n)
-    other_ids = np.empty((n, k), dtype=np.int64)
     counts = torch.bincount(labels)
-    k_same = max(1, min(k, int(counts[counts > 0].min().item()) - 1))
+    present = counts[counts > 0]
+    k_same = max(1, min(k, int(present.min().item()) - 1))
+    # A small dataset has fewer than k samples of other labels (a 16-image set, k = 20): take them all.
+    k = max(1, min(k, n - int(present.max().item())))
+    other_ids = np.empty((n, k), dtype=np.int64)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
         d2 = (norms[rows, None] + norms[None, :] - 2.0 * data[rows] @ data.T).clamp_min(0.0)

@@ -97,3 +97,28 @@ def test_one_name_per_concept_across_commands() -> None:
     assert "--release-policy" in by_command["audit"] and "--release-policy" in by_command["publish"]
     assert {"--key", "--identity", "--issuer"} <= by_command["verify"] & by_command["policy add"]
     assert "--ledger-key" in by_command["pull"] and "--ledger-key" in by_command["ledger verify"]
+
+
+def test_a_commands_own_refusal_names_the_variable_that_set_the_value(capsys: pytest.CaptureFixture[str],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAIRN_SERVE_PORT", "70000")
+    assert main(["serve"]) == 2
+    assert "--port (set by $CAIRN_SERVE_PORT) 70000: not a TCP port" in capsys.readouterr().err
+    assert main(["serve", "--port", "70001"]) == 2  # typed on the command line: the flag is named alone
+    err = capsys.readouterr().err
+    assert "--port 70001" in err and "$CAIRN_SERVE_PORT" not in err
+
+
+def test_json_is_printed_for_command_lines_and_variables_that_do_not_parse(capsys: pytest.CaptureFixture[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    with pytest.raises(SystemExit) as exited:
+        main(["screen", "--no-such-option", "--json"])
+    assert exited.value.code == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "usage" and "--no-such-option" in report["reason"]
+    monkeypatch.setenv("CAIRN_PULL_WORKERS", "many")
+    assert main(["pull", "m", "--dest", "d", "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["result"] == "error" and "$CAIRN_PULL_WORKERS" in report["reason"]

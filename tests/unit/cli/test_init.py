@@ -37,3 +37,40 @@ def test_policy_add_adds_a_signer_and_refuses_an_ambiguous_one(tmp_path: Path, c
     assert policy.read_bytes() == before  # nothing changed by a refused command
     with pytest.raises(SystemExit):
         main(["policy", "add"])
+
+
+def test_init_refuses_a_folder_that_already_holds_keys_unless_adopted(tmp_path: Path, capsys) -> None:
+    from integrity.trust.signing import generate_key_pair, key_fingerprint, load_public_key
+
+    project = tmp_path / "acme"
+    keys = project / ".cairn" / "keys"
+    keys.mkdir(parents=True)
+    planted = generate_key_pair(keys / "release.key", keys / "release.pub")
+    before = (keys / "release.key").read_bytes()
+    assert main(["init", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds keys (release.key, release.pub)" in err and "--adopt-keys" in err
+    assert not (project / "cairn.yaml").exists()  # nothing written
+    assert main(["init", str(project), "--adopt-keys"]) == 0
+    assert (keys / "release.key").read_bytes() == before  # adopted, not replaced
+    assert key_fingerprint(load_public_key(keys / "release.pub")) == planted
+
+
+def test_adopting_keys_needs_one_regular_key_pair(tmp_path: Path, capsys) -> None:
+    from integrity.trust.signing import generate_key_pair
+
+    mismatched, only_ledger, linked = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for folder in (mismatched, only_ledger, linked):
+        (folder / ".cairn" / "keys").mkdir(parents=True)
+    generate_key_pair(mismatched / ".cairn/keys/release.key", tmp_path / "unused.pub")
+    generate_key_pair(tmp_path / "other.key", mismatched / ".cairn/keys/release.pub")
+    assert main(["init", str(mismatched), "--adopt-keys"]) == 2
+    assert "not one key pair" in capsys.readouterr().err
+    (only_ledger / ".cairn/keys/ledger.key").write_text("x")
+    assert main(["init", str(only_ledger)]) == 2
+    assert main(["init", str(only_ledger), "--adopt-keys"]) == 2
+    assert "release.key as a regular file" in capsys.readouterr().err
+    generate_key_pair(tmp_path / "elsewhere.key", tmp_path / "elsewhere.pub")
+    (linked / ".cairn/keys/release.key").symlink_to(tmp_path / "elsewhere.key")
+    (linked / ".cairn/keys/release.pub").symlink_to(tmp_path / "elsewhere.pub")
+    assert main(["init", str(linked), "--adopt-keys"]) == 2

@@ -34,6 +34,7 @@ def _edit_csv(source: Path, target: Path, edit) -> Path:
 
 
 def _validate(path: Path, suite: str, **kwargs):
+    kwargs.setdefault("extra_files", ("LICENSE.txt", "README.txt"))  # the demo vendors' notices (demo.yaml)
     return validate_dataset(path, format=kwargs.pop("format", "csv"), suite=SUITES / f"{suite}.json", **kwargs)
 
 
