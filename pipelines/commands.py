@@ -70,7 +70,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"Dagster UI at http://{args.host}:{args.port} (no report server: CAIRN_REPORTS_URL=none)", flush=True)
         return _run_until_stopped(command, env, workspace.parent)
     host, port = listen_address(settings.reports_url, None, None)
-    server = ReportServer(open_store(settings.store), settings.releases, host=host, port=port, home=settings.home)
+    try:
+        server = ReportServer(open_store(settings.store), settings.releases, host=host, port=port, home=settings.home)
+    except UsageError as error:  # here --port is the Dagster UI's: say which setting moves the report server
+        advice = (f"choose another report server port with --reports-url http://{host}:PORT or "
+                  f"$CAIRN_REPORTS_URL (--port {args.port} is the Dagster UI's)")
+        raise UsageError(error.reason, advice=advice) from error
     with server.running():
         print(f"Dagster UI at http://{args.host}:{args.port}; records, Data Docs, lineage and audits at "
               f"{settings.reports_url} (Ctrl-C stops both)", flush=True)

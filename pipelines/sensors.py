@@ -17,7 +17,8 @@ from pipelines.resources import CairnResource
 
 
 def drop_location(cairn: CairnResource) -> str:
-    """``$CAIRN_DROP_LOCATION`` (a folder or ``s3://bucket/prefix``), else ``<home>/drops``."""
+    """``$CAIRN_DROP_LOCATION`` or the project file's ``drop_location`` (a folder or ``s3://bucket/prefix``; ``cairn
+    init`` writes ``drops``), else ``<home>/drops``."""
     from integrity.settings import current
 
     location: str = current(home=cairn.home or None).drop_location

@@ -10,8 +10,7 @@ files under version control). It refuses a folder that already holds a project.
 import argparse
 import logging
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from integrity.cli.common import AddCommand, add_json_option, add_signer_options, emit
 from integrity.errors import EXIT_OK, UsageError
@@ -146,7 +145,9 @@ def init_project(folder: Path, name: str | None = None, *, adopt_keys: bool = Fa
     files = {
         "cairn.yaml": "# Cairn project settings (flags and environment variables win; see the README of Cairn).\n"
                       "home: .cairn\ncatalog: catalog.yaml\nrelease_spec: releases\n"
-                      "release_policy: release-policy.yaml\nsuites: suites\n",
+                      "release_policy: release-policy.yaml\nsuites: suites\n"
+                      "# where vendors drop files (the Dagster drop sensor watches it): a folder or s3://bucket/prefix\n"
+                      "drop_location: drops\n",
         "catalog.yaml": CATALOG.format(name=name),
         "trust-policy.yaml": TRUST_POLICY.format(name=name),
         "release-policy.yaml": RELEASE_POLICY.format(name=name),
@@ -181,47 +182,44 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_add(args: argparse.Namespace) -> int:
-    """Add a signer to a source's entry (created if new) in a trust or release policy, atomically."""
-    from integrity.safeio import parse_yaml
+    """Add a signer to a source's entry (created if new) in a trust or release policy, atomically.
+
+    The file keeps its comments and layout and its ``version`` goes up (:mod:`integrity.cli.policyfile`).
+    """
+    from integrity.cli.policyfile import add_signer, describe_signer, key_in_policy_folder, read_policy_document
     from integrity.trust.policy import load_policy
     from integrity.trust.signing import atomic_write, key_fingerprint, load_public_key
 
     path = Path(args.policy)
-    try:
-        data = parse_yaml(path.read_bytes(), artifact=path) or {}
-    except OSError as exc:
-        raise UsageError(f"cannot read the policy: {exc.strerror or exc}", artifact=path) from exc
-    if not isinstance(data, dict):
-        raise UsageError("a policy is a mapping", artifact=path)
+    policy = read_policy_document(path)
+    document = policy.document
     if bool(args.key) == bool(args.identity or args.issuer):
         raise UsageError("name the signer: --key PUB, or --identity with --issuer (Sigstore)")
+    copied = None
     if args.key:
-        public = Path(args.key)
-        shown = str(public.resolve().relative_to(path.parent.resolve())) if public.resolve().is_relative_to(
-            path.parent.resolve()) else str(public.resolve())
-        signer = {"key": {"fingerprint": key_fingerprint(load_public_key(public)), "public_key": shown}}
+        fingerprint = key_fingerprint(load_public_key(Path(args.key)))
+        shown, copied = key_in_policy_folder(path, Path(args.key), args.source)
+        signer: dict[str, Any] = {"key": {"fingerprint": fingerprint, "public_key": shown}}
     else:
         if not (args.identity and args.issuer):
             raise UsageError("Sigstore signers need both --identity and --issuer")
         signer = {"sigstore": {"identity": args.identity, "issuer": args.issuer}}
-    sources = data.setdefault("sources", {}) or {}
-    data["sources"] = sources
-    entry = sources.setdefault(args.source, {"description": args.description or f"who may sign {args.source}",
-                                             "signers": []})
-    if signer not in entry.setdefault("signers", []):
-        entry["signers"].append(signer)
-    data["version"] = int(data.get("version", 1))
-    text = yaml.safe_dump(data, sort_keys=False).encode()
-    staged = path.with_name(f".{path.name}.new")
-    atomic_write(staged, text)
-    try:
-        load_policy(staged)  # the result must load: a broken policy is never written in place
-    except Exception:
-        staged.unlink(missing_ok=True)
-        raise
-    staged.replace(path)
-    emit(args, {"policy": str(path), "source": args.source, "signer": signer},
-         f"{path}: {args.source} may now be signed by {signer}")
+    changed = add_signer(document, args.source, signer, args.description or f"who may sign {args.source}")
+    if changed:
+        staged = path.with_name(f".{path.name}.new")
+        atomic_write(staged, policy.render())
+        try:
+            load_policy(staged)  # the result must load: a broken policy is never written in place
+        except Exception:
+            staged.unlink(missing_ok=True)
+            raise
+        staged.replace(path)
+    said = describe_signer(signer)
+    emit(args, {"policy": str(path), "source": args.source, "signer": signer, "changed": changed,
+                "version": document.get("version"), "copied_key": str(copied) if copied else None},
+         (f"{path}: {args.source} may now be signed by {said} (policy version {document.get('version')})"
+          if changed else f"{path}: {args.source} already lists {said}; nothing changed")
+         + (f"\ncopied the key into the policy's folder: {copied} (commit it with the policy)" if copied else ""))
     return EXIT_OK
 
 

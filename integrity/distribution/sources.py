@@ -70,6 +70,17 @@ class ReleaseSource(Protocol):
     def revocations(self, authority: Any) -> Any: ...
 
 
+def published_versions(store: ArtifactStore, model: str) -> list[str]:
+    """The versions of ``model`` with a publication record in ``store``, by name (records not parsed)."""
+    prefix = publication_key(model, "0").rsplit("/", 1)[0] + "/"
+    names = [key.rsplit("/", 1)[-1].removesuffix(".json") for key in store.keys(prefix) if key.endswith(".json")]
+    return sorted(names, key=_version_order)
+
+
+def _version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in version.replace("-", ".").split("."))
+
+
 class StoreSource:
     """Pull from an artifact store (local folder or S3 with credentials)."""
 
@@ -87,8 +98,12 @@ class StoreSource:
             try:
                 data = _load_json(self.store, key)
             except MissingObjectError as exc:
-                raise ReleaseNotFoundError(f"{model}@{version} is not published in {self.store.url}",
-                                           artifact=f"{model}@{version}") from exc
+                versions = published_versions(self.store, model)
+                shown = ", ".join(versions[-20:]) if versions else f"none (no release of {model} is published there)"
+                raise ReleaseNotFoundError(f"{model}@{version} is not published in {self.store.url}; published "
+                                           f"versions: {shown}", artifact=f"{model}@{version}",
+                                           advice=f"Pull one of them (cairn pull {model}@VERSION), or check the "
+                                                  "store.") from exc
             return Publication.from_dict(data, where=self.store.describe(key))
         published = list_publications(self.store, model)
         if not published:

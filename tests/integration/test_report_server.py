@@ -168,3 +168,23 @@ def test_cairn_ui_serves_the_dagster_ui_and_the_report_server_and_stops_both(tmp
     for port in (ui, reports):  # both stopped
         with pytest.raises(OSError):
             _get(f"http://127.0.0.1:{port}/")
+
+
+def test_cairn_ui_with_the_report_port_taken_names_the_report_servers_setting(tmp_path: Path) -> None:
+    """In `cairn ui`, --port is the Dagster UI's: the advice must name --reports-url, not --port."""
+    import socket
+
+    from tests.support.webserver import REPO, WEBSERVER
+
+    if not WEBSERVER.exists():
+        pytest.skip(f"dagster-webserver not installed at {WEBSERVER}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([str(Path(sys.executable).parent / "cairn"), "ui", "--home", str(tmp_path / "home"),
+                              "--port", str(free_port()), "--reports-url", f"http://127.0.0.1:{port}"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "cannot serve reports" in run.stderr and "--reports-url http://127.0.0.1:PORT" in run.stderr
+    assert "the Dagster UI's" in run.stderr

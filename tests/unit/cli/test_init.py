@@ -18,6 +18,7 @@ def test_init_writes_a_loadable_project_and_refuses_a_second_time(tmp_path: Path
     settings = Settings(environ={}, project=project / "cairn.yaml")
     assert settings.catalog == project / "catalog.yaml" and settings.release_specs == []  # nothing of the demo
     assert settings.suites == project / "suites" and settings.home == project / ".cairn"
+    assert Path(settings.drop_location) == project / "drops"  # the folder init made, which the sensor watches
     assert (project / ".cairn" / "keys" / "release.key").is_file()
     assert main(["init", str(project)]) == 2
     assert "already here" in capsys.readouterr().err
@@ -74,3 +75,31 @@ def test_adopting_keys_needs_one_regular_key_pair(tmp_path: Path, capsys) -> Non
     (linked / ".cairn/keys/release.key").symlink_to(tmp_path / "elsewhere.key")
     (linked / ".cairn/keys/release.pub").symlink_to(tmp_path / "elsewhere.pub")
     assert main(["init", str(linked), "--adopt-keys"]) == 2
+
+
+def test_policy_add_keeps_comments_bumps_the_version_and_copies_an_outside_key(tmp_path: Path, capsys) -> None:
+    from integrity.trust.signing import generate_key_pair
+
+    project = tmp_path / "acme"
+    main(["init", str(project)])
+    policy = project / "trust-policy.yaml"
+    policy.write_text(policy.read_text().replace("sources: {}", "sources:\n  tables:  # the UCI mirror\n"
+                                                 "    description: UCI tables\n    signers:\n"
+                                                 "      - sigstore: {identity: a@uci.example, issuer: https://id.example}"
+                                                 "  # reviewed 2026-11\n") + "# end of the reviewed policy\n")
+    generate_key_pair(tmp_path / "vendor.key", tmp_path / "vendor.pub")
+    assert main(["policy", "add", str(policy), "garments", "--key", str(tmp_path / "vendor.pub")]) == 0
+    out = capsys.readouterr().out
+    assert "policy version 2" in out and "copied the key" in out and "{" not in out.split("\n")[0]
+    text = policy.read_text()
+    for comment in ("# Who may sign each catalog source", "# the UCI mirror", "# reviewed 2026-11"):
+        assert comment in text
+    assert text.rstrip().endswith("# end of the reviewed policy")  # the new signer lands above it
+    assert "version: 2" in text and str(tmp_path) not in text  # no absolute path of this machine
+    assert (project / "keys" / "garments.pub").read_bytes() == (tmp_path / "vendor.pub").read_bytes()
+    loaded = load_policy(policy)
+    assert loaded.version == 2 and len(loaded.source("garments").signers.rules) == 1
+    assert len(loaded.source("tables").signers.rules) == 1
+    before = policy.read_bytes()
+    assert main(["policy", "add", str(policy), "garments", "--key", str(tmp_path / "vendor.pub")]) == 0
+    assert "nothing changed" in capsys.readouterr().out and policy.read_bytes() == before
