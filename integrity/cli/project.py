@@ -70,7 +70,7 @@ sources: {{}}
 """
 
 WORKSPACE = """\
-# Serve this project in Dagster: `dagster dev -w workspace.yaml`, from this folder.
+# Serve this project in Dagster: `cairn ui` from this folder (webserver, daemon and report server).
 load_from:
   - python_module:
       module_name: pipelines.definitions
@@ -91,10 +91,21 @@ nothing of Cairn's demo is loaded.
 | `suites/*.json` | one suite per dataset: `label.column` (tables), `images.range` (images) |
 | `releases/*.yaml` | one spec per model: inputs (`SOURCE/screened`), `architecture`, gate, card |
 | `release-policy.yaml` | who signs releases: `cairn policy add release-policy.yaml MODEL --key KEY.pub` |
-| `workspace.yaml` | Dagster: `dagster dev -w workspace.yaml` |
+| `workspace.yaml` | the Dagster code location (`cairn ui` serves it) |
 
 The Cairn home is `.cairn/` (drops fetched, attested copies, the store, keys, releases); keep it out of
 version control. The release signing key is `.cairn/keys/release.key`.
+
+In Dagster, run everything with one command from this folder:
+
+    cairn ui      # the Dagster UI (http://127.0.0.1:3000), its daemon (run queue, schedules, sensors)
+                  # and the report server its links open (http://127.0.0.1:3100); Ctrl-C stops all three
+
+All of them use the one Dagster instance in `.cairn/dagster`. Dagster's own commands see the same runs
+only with it named: `DAGSTER_HOME=$PWD/.cairn/dagster dagster asset materialize -m pipelines.definitions
+--select 'SOURCE/attested'`. (`dagster dev` makes a temporary instance without this history, and
+without the report server every record link is dead.) The drop sensor watches `drops/`
+(`drop_location` in `cairn.yaml`).
 
 Without Dagster:
 

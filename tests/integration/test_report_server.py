@@ -162,6 +162,9 @@ def test_cairn_ui_serves_the_dagster_ui_and_the_report_server_and_stops_both(tmp
             time.sleep(0.5)
         assert _get(f"http://127.0.0.1:{reports}/store/{RECORD}")[0] == 200  # beside it, the report server
         assert (home / "dagster").is_dir()  # the instance lives in the home unless DAGSTER_HOME says otherwise
+        # and the daemon: the UI itself reports its scheduler, sensors and run queue healthy
+        assert _daemons_healthy(f"http://127.0.0.1:{ui}/graphql", deadline=time.monotonic() + 120) >= {
+            "SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR"}
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
@@ -188,3 +191,21 @@ def test_cairn_ui_with_the_report_port_taken_names_the_report_servers_setting(tm
     assert run.returncode == 2, run.stdout + run.stderr
     assert "cannot serve reports" in run.stderr and "--reports-url http://127.0.0.1:PORT" in run.stderr
     assert "the Dagster UI's" in run.stderr
+
+
+def _daemons_healthy(graphql: str, *, deadline: float) -> set[str]:
+    """The daemon types the Dagster UI reports healthy, once every required one is (or at the deadline)."""
+    import time
+    import urllib.request
+
+    query = json.dumps({"query": "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"})
+    healthy: set[str] = set()
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(graphql, data=query.encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            statuses = json.load(answer)["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+        healthy = {s["daemonType"] for s in statuses if s["healthy"]}
+        if all(s["healthy"] for s in statuses if s["required"]):
+            return healthy
+        time.sleep(2)
+    return healthy
