@@ -66,6 +66,9 @@ VARIABLES: tuple[Variable, ...] = (
              "AWS's default", fallbacks=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), path=False),
     Variable("s3_timeout", "CAIRN_S3_TIMEOUT", "seconds one S3 request may wait (3 attempts)", "20",
              path=False),
+    Variable("revocations", "CAIRN_REVOCATIONS", "stores whose signed revocations publish, pull and audit "
+             "consult besides the store at hand (the publisher's revocation list), comma-separated; none: only "
+             "the store at hand", "the configured store", path=False),
     Variable("max_image_bytes", "CAIRN_MAX_IMAGE_BYTES", "decoded bytes one image dataset may take, checked on "
              "the headers before any pixel is decoded (decompression bombs)", "2147483648 (2 GiB)", path=False),
     Variable("pull_state", "CAIRN_PULL_STATE", "what `cairn pull` has seen (rollback protection)",
@@ -259,6 +262,19 @@ class Settings:
     def suites(self) -> Path:
         project = self.project_dir
         return self._path("suites", project / "suites" if project else package_data("expectations"))
+
+    @property
+    def revocation_sources(self) -> list[str]:
+        """Store URLs whose revocations are consulted everywhere (``none``: none); default the configured store."""
+        raw = (self.raw("revocations") or "").strip()
+        if raw.lower() == "none":
+            return []
+        if raw:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        configured = self.store
+        if self.raw("store") is None and "://" not in configured and not Path(configured).is_dir():
+            return []  # no store configured or made yet: nothing was ever revoked here
+        return [configured]
 
     @property
     def drop_location(self) -> str:

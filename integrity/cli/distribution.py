@@ -63,6 +63,7 @@ def _ledger_for_pull(args: argparse.Namespace, store: Any) -> Any:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from integrity.distribution import Retention, publish, read_index
+    from integrity.distribution.revocations import consult, revocation_stores
     from integrity.ledger.transparency import open_ledger
     from integrity.release.revocation import RevocationList
 
@@ -72,8 +73,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = _store(args)
     ledger = None if args.no_ledger else open_ledger(store, home=_home(args))
     retention = Retention(args.retention_mode, args.retain_days) if args.retain_days else None
-    revocations = RevocationList.load(store, policy.source(model).signers)
-    result = publish(store, bundle, policy, ledger=ledger, retention=retention, revocations=revocations)
+    authority = policy.source(model).signers
+    sources = revocation_stores(settings(args).revocation_sources, besides=store.url)
+    consulted = consult(authority, RevocationList.load(store, authority), store.url, sources)
+    result = publish(store, bundle, policy, ledger=ledger, retention=retention, revocations=consulted.revocations)
     what = "published" if result.created else "already published (no change)"
     locked = f"; Object Lock {', '.join(result.as_dict()['retention']['modes'])} on {len(result.retention)} " \
              f"objects" if result.retention else ""
@@ -96,6 +99,7 @@ def _seconds(text: str) -> float:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from integrity.distribution import PullState, StoreSource, TicketSource, parse_reference, pull
+    from integrity.distribution.revocations import revocation_stores
 
     store = None
     if args.ticket:
@@ -112,9 +116,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
     model, version = parse_reference(reference)
     policy = release_policy(args, model)
     state = PullState(settings(args).pull_state)
+    sources = revocation_stores(settings(args).revocation_sources, besides=store.url if store else None)
     result = pull(source, model, version, args.dest, policy, state=state, ledger=_ledger_for_pull(args, store),
                   progress=False if args.no_progress else None, workers=args.workers,
-                  timeout=settings(args).pull_timeout)
+                  timeout=settings(args).pull_timeout, revocation_sources=sources)
     emit(args, result.as_dict(),
           f"pulled {result.reference} (sequence {result.sequence}, {result.files} files, {result.bytes} bytes) "
           f"into {result.dest}\nverified: signed by {result.signer}; every digest matches the signed index"

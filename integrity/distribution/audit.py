@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from integrity import safeio
+from integrity.distribution.revocations import consult, revocation_stores
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
 from integrity.release.bundle import audit_bundle
 from integrity.release.findings import BundleAudit, Finding
@@ -162,14 +163,24 @@ def audit_release(
     revocations: RevocationList | None = None
     note = "not checked (no store given)"
     store_url, why = revocation_store(path, model, store, home)
+    sources = revocation_stores(current(home=home).revocation_sources) if model in trust.sources else []
     if store_url and model and model in trust.sources:
         opened = open_store(store_url)
-        revocations = RevocationList.load(opened, trust.source(model).signers)
+        authority = trust.source(model).signers
+        consulted = consult(authority, RevocationList.load(opened, authority), opened.url,
+                            [s for s in sources if s.url != opened.url])
+        revocations = consulted.revocations
         note = f"checked against {len(revocations)} signed revocation(s) in {store_url} ({why})"
+        if consulted.stores[1:]:
+            note += f" and in the revocation source(s) {', '.join(consulted.stores[1:])} ($CAIRN_REVOCATIONS)"
         version = _peek_version(path)
-        if why != "given" and not _published_in(opened, model, version):
+        if why != "given" and not _published_in(opened, model, version) and len(consulted.stores) < 2:
             note += (f"; WARNING: {store_url} holds no publication of {model}@{version}, so revocations "
-                     "written where it was published are not seen: pass --store")
+                     "written where it was published are not seen: pass --store or set $CAIRN_REVOCATIONS")
+    elif sources and model:
+        consulted = consult(trust.source(model).signers, None, None, sources)
+        revocations = consulted.revocations
+        note = f"checked against {consulted.describe()} (the revocation sources, $CAIRN_REVOCATIONS)"
     audit = audit_bundle(path, trust, model or None, revocations=revocations, trusted_root=trusted_root)
     lineage = None
     try:

@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,8 @@ from integrity.release.index import (
     check_revocations,
     verify_index_signature,
 )
+from integrity.release.revocation import RevocationList
+from integrity.storage import ArtifactStore
 from integrity.trust.policy import TrustPolicy
 
 PULL_STATE_SCHEMA = "https://cairn.dev/pull-state/v1"
@@ -287,8 +290,12 @@ def pull(
     progress: bool | None = None,
     workers: int = 4,
     timeout: float | None = DEFAULT_PULL_TIMEOUT,
+    revocation_sources: Sequence[ArtifactStore] = (),
 ) -> PullResult:
     """Download, verify and only then place a release at ``dest``; ``dest`` is untouched on failure.
+
+    Revocations are read from the source and from every store of ``revocation_sources`` (the
+    publisher's revocation list: a release revoked there is refused wherever it is pulled from).
 
     ``state`` records what this client has seen (rollback protection); ``ledger`` (an
     :class:`integrity.ledger.Ledger` with its public key pinned) additionally requires the index to
@@ -326,7 +333,8 @@ def pull(
 
             check_release_in_ledger(ledger, index, latest=version is None)
             ledger_checked = True
-        revocations = source.revocations(authority)
+        revocations = RevocationList.merged(source.revocations(authority),
+                                            *(RevocationList.load(s, authority) for s in revocation_sources))
         check_revocations(revocations, index, evidence)
         deadline.check()
         _download_files(source, index, staging, progress, workers, deadline)

@@ -166,6 +166,11 @@ class RevocationList:
             found.append(revocation)
         return cls(found)
 
+    @classmethod
+    def merged(cls, *lists: "RevocationList") -> "RevocationList":
+        """Every revocation of several lists (the store at hand and the publisher's revocation sources)."""
+        return cls(r for revocations in lists for r in revocations.revocations)
+
     def find(self, kind: str, subject: str) -> Revocation | None:
         """The revocation of a subject, compared as revocations are stored (digests in lower case)."""
         if kind in ("policy", "artifact", "signer") and subject.lower().startswith("sha256:"):

@@ -104,3 +104,35 @@ def test_release_honours_cairn_release_spec(tmp_path: Path) -> None:
     assert str(spec) in run.stderr and "digits-classifier" not in run.stdout + run.stderr
     flagged = cairn("release", "--home", tmp_path / "home", "--spec", spec, env={"CAIRN_RELEASE_SPEC": "/nonexistent"})
     assert flagged.returncode == 2 and str(spec) in flagged.stderr  # the flag wins over the environment
+
+
+def test_a_revocation_follows_the_release_to_a_second_store(tmp_path: Path, release: dict[str, Path],
+                                                             s3_bucket: S3Bucket) -> None:  # noqa: F811
+    """Revoked in the publisher's store, a release can be neither published to another store nor pulled or
+    audited from a store it reached before the revocation (issue 27): the publisher's revocation list
+    ($CAIRN_REVOCATIONS, default the configured store) is consulted wherever the release is."""
+    home, policy = release["home"], release["policy"]
+    first, second, third = (f"{s3_bucket.url}/{name}" for name in ("publisher", "mirror", "late-mirror"))
+    common = ["--home", home, "--release-policy", policy]
+    assert cairn("publish", release["bundle"], "--store", first, *common).returncode == 0
+    assert cairn("publish", release["bundle"], "--store", second, *common).returncode == 0  # before the revocation
+    revoked = cairn("revoke", f"{MODEL}@1.0.0", "--reason", "gate threshold misconfigured", "--store", first,
+                    "--home", home, "--key", release["private"])
+    assert revoked.returncode == 0, revoked.stderr
+    publisher = {"CAIRN_REVOCATIONS": first}
+    # publishing elsewhere after the revocation is refused, with the reason
+    late = cairn("publish", release["bundle"], "--store", third, *common, env=publisher)
+    assert late.returncode == 1 and "gate threshold misconfigured" in late.stdout + late.stderr
+    listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name, Prefix="late-mirror/releases/")
+    assert listed.get("KeyCount", 0) == 0  # no publication record was written there
+    # the mirror it reached before: pull and audit refuse it
+    pulled = cairn("pull", f"{MODEL}@1.0.0", "--dest", tmp_path / "from-mirror", "--store", second, *common,
+                   "--no-progress", env=publisher)
+    assert pulled.returncode == 1 and "gate threshold misconfigured" in pulled.stdout + pulled.stderr
+    assert not (tmp_path / "from-mirror").exists()
+    audited = cairn("audit", release["bundle"], "--release-policy", policy, "--store", second, env=publisher)
+    assert audited.returncode == 1 and f"revocation source(s) {first}" in audited.stdout
+    # without the publisher's list the mirror alone knows nothing: that is what the setting is for
+    alone = cairn("pull", f"{MODEL}@1.0.0", "--dest", tmp_path / "alone", "--store", second, *common,
+                  "--no-progress", env={"CAIRN_REVOCATIONS": "none"})
+    assert alone.returncode == 0, alone.stderr
