@@ -265,14 +265,29 @@ class ReportServer:
                     f"<p class='verdict'>AUDIT FAILED</p><pre>{html.escape(error.reason)}</pre></body></html>")
 
     def index(self) -> str:
-        rows = "".join(
-            f"<li>{html.escape(name)}: <a href='/audit/{_quoted(name)}'>audit</a> · "
-            f"<a href='/releases/{_quoted(name)}/{INDEX_NAME}'>{INDEX_NAME}</a> · "
-            f"<a href='/releases/{_quoted(name)}/lineage.svg'>lineage</a></li>" for name in self._release_names())
+        rows = ""
+        for name in self._release_names():
+            marked, note = self._status(name)
+            rows += (f"<li{marked}>{html.escape(name)}: <a href='/audit/{_quoted(name)}'>audit</a> · "
+                     f"<a href='/releases/{_quoted(name)}/{INDEX_NAME}'>{INDEX_NAME}</a> · "
+                     f"<a href='/releases/{_quoted(name)}/lineage.svg'>lineage</a>{note}</li>")
         where = "a local folder" if self.store.local_root is not None else self.store.url
         return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cairn reports</title></head><body>"
                 f"<h1>Cairn reports</h1><p>Store: <code>{html.escape(str(where))}</code></p>"
                 f"<h2>Releases</h2><ul>{rows or '<li>none yet</li>'}</ul></body></html>")
+
+
+    def _status(self, name: str) -> tuple[str, str]:
+        """The list item's class and a revocation note: "REVOKED ..." as soon as a revocation names it."""
+        from integrity.distribution.revocations import release_status
+
+        status = release_status(self.releases / name, self.store, self.home)
+        if status is None:
+            return "", ""
+        if status.revoked:
+            return (" class='revoked' style='color:#b00020'",
+                    f" — <strong class='revoked'>{html.escape(status.summary)}</strong>")
+        return "", f" — <span class='status'>{html.escape(status.summary)}</span>"
 
 
 def _local_file(root: Path, parts: tuple[str, ...]) -> Reply:

@@ -9,8 +9,9 @@ A source that cannot be read stops the command (fail closed): it is not skipped.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from integrity.release.revocation import RevocationList
+from integrity.release.revocation import Revocation, RevocationList
 from integrity.storage import ArtifactStore, open_store
 from integrity.trust.policy import SignerRule
 
@@ -48,3 +49,47 @@ def consult(authority: SignerRule, at_hand: RevocationList | None, at_hand_url: 
         lists.append(RevocationList.load(store, authority))
         urls.append(store.url)
     return ConsultedRevocations(RevocationList.merged(*lists), tuple(urls))
+
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    """Whether a release bundle is revoked, as far as the store at hand and the revocation sources say."""
+
+    reference: str
+    revoked: tuple[Revocation, ...]
+    checked: str  # which lists were read, or why none could be
+
+    @property
+    def summary(self) -> str:
+        if not self.revoked:
+            return f"not revoked ({self.checked})"
+        first = self.revoked[0]
+        by = first.revoked_by.get("key_fingerprint") or first.revoked_by.get("identity") or "the release authority"
+        return f"REVOKED at {first.revoked_at} by {by}: {first.reason} ({first.kind} {first.subject})"
+
+
+def release_status(release: Path, store: ArtifactStore, home: Path | None) -> ReleaseStatus | None:
+    """The revocation status of a release bundle, read with the home's release policy as the authority.
+
+    None when the folder is no readable release; an unreadable revocation list is reported as such, never
+    as "not revoked".
+    """
+    from integrity.errors import CairnError
+    from integrity.release.index import ReleaseIndex
+    from integrity.settings import current
+    from integrity.trust.policy import load_policy
+
+    try:
+        index = ReleaseIndex.read(release)
+    except CairnError:
+        return None
+    settings = current(home=home)
+    try:
+        policy = load_policy(settings.release_policy)
+        authority = policy.source(index.model).signers
+        sources = revocation_stores(settings.revocation_sources, besides=store.url)
+        consulted = consult(authority, RevocationList.load(store, authority), store.url, sources)
+    except CairnError as error:
+        return ReleaseStatus(index.reference, (), f"revocations could not be checked: {error.summary()}")
+    found = [consulted.revocations.find(kind, subject) for kind, subject in index.subjects()]
+    return ReleaseStatus(index.reference, tuple(r for r in found if r is not None), consulted.describe())

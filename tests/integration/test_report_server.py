@@ -209,3 +209,23 @@ def _daemons_healthy(graphql: str, *, deadline: float) -> set[str]:
             return healthy
         time.sleep(2)
     return healthy
+
+
+def test_the_index_shows_a_release_revoked_as_soon_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from integrity.release.revocation import revoke
+    from integrity.trust.methods.key import KeySigner
+    from tests.support.distribution import make_release_key, write_release_policy, write_test_bundle
+
+    for name in ("CAIRN_STORE", "CAIRN_REVOCATIONS", "CAIRN_RELEASE_POLICY", "CAIRN_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    private, public = make_release_key(home / "keys")
+    write_release_policy(home / "release-policy.yaml", "digits-classifier", public)
+    write_test_bundle(home / "releases" / "digits-classifier-1.0.0", private, weights_size=256)
+    store = open_store(home / "store")
+    with ReportServer(store, home / "releases", port=0, home=home).running() as server:
+        page = _get(f"{server.url}/")[2].decode()
+        assert "digits-classifier-1.0.0" in page and "not revoked" in page and "REVOKED" not in page
+        revoke(store, KeySigner.from_file(private), "release", "digits-classifier@1.0.0", "gate misconfigured")
+        page = _get(f"{server.url}/")[2].decode()
+        assert "REVOKED at " in page and "gate misconfigured" in page and "class='revoked'" in page
