@@ -7,13 +7,13 @@ import dagster as dg
 
 from integrity.intake.catalog import Catalog
 from pipelines.assets.ingestion import build_invalid_entry_asset, build_source_assets
-from pipelines.assets.release import RELEASE_GROUP, load_release_assets
+from pipelines.assets.release import RELEASE_GROUP, load_release_assets, release_asset_key
 from pipelines.assets.screening import build_screening_assets
 from pipelines.checks import build_reverify_check
 from pipelines.progress import LOGGER, cairn_progress
 from pipelines.resources import CairnResource, load_default_catalog
 from pipelines.schedules import build_nightly_reverify
-from pipelines.sensors import build_drop_sensor, explain_failed_runs
+from pipelines.sensors import build_drop_sensor, build_revocation_sensor, explain_failed_runs
 
 INGEST_JOB = "ingest_sources"
 RELEASE_JOB = "release_models"
@@ -34,7 +34,7 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         tags={"cairn/job": "ingest"},
     )
     reverify_job, nightly_schedule = build_nightly_reverify(sources)
-    _, release_assets = load_release_assets(specs)
+    release_specs, release_assets = load_release_assets(specs)
     release_job = dg.define_asset_job(
         RELEASE_JOB,
         selection=dg.AssetSelection.groups(RELEASE_GROUP),
@@ -49,7 +49,9 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         asset_checks=[build_reverify_check(source) for source in sources],
         jobs=[ingest_job, reverify_job, release_job],
         schedules=[nightly_schedule],
-        sensors=[build_drop_sensor(sources, ingest_job), explain_failed_runs],
+        sensors=[build_drop_sensor(sources, ingest_job),
+                 build_revocation_sensor([release_asset_key(spec, "released") for spec in release_specs]),
+                 explain_failed_runs],
         resources={"cairn": resource or CairnResource()},
         loggers={LOGGER: cairn_progress, "console": dg.colored_console_logger},
     )

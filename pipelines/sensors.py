@@ -1,8 +1,10 @@
-"""Sensors: launch ingestion when a vendor drops something new; explain failed runs."""
+"""Sensors: launch ingestion when a vendor drops something new; mark revoked releases; explain failed runs."""
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -10,6 +12,7 @@ import dagster as dg
 from integrity.errors import CairnError
 from integrity.intake.catalog import Source, cairn_home
 from integrity.intake.drops import changed, location_uri, snapshot, sources_for
+from integrity.settings import current
 from integrity.trust.signing import atomic_write
 from pipelines.assets.ingestion import source_asset_keys
 from pipelines.assets.screening import screening_asset_keys
@@ -96,3 +99,55 @@ def explain_failed_runs(context: dg.RunFailureSensorContext) -> None:
     atomic_write(alerts / f"{context.dagster_run.run_id}.json", json.dumps(summary, indent=2).encode())
     context.log.error(f"run {context.dagster_run.run_id} failed: " + "; ".join(
         r.get("reason") or r.get("error", "") for r in reasons)[:2000])
+
+
+def build_revocation_sensor(release_keys: Sequence[dg.AssetKey]) -> dg.SensorDefinition:
+    """Fail the released asset's ``not_revoked`` check, and record why, as soon as a revocation names it."""
+
+    @dg.sensor(
+        name="revocation_sensor",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Reads the signed revocations (the store and $CAIRN_REVOCATIONS) and marks every released "
+                    "model they name as revoked: its not_revoked check fails with the reason, time and authority.",
+    )
+    def _revocations(context: dg.SensorEvaluationContext, cairn: CairnResource) -> dg.SensorResult:
+        reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
+        for key in release_keys:
+            event = context.instance.get_latest_materialization_event(key)
+            materialization = event.asset_materialization if event is not None else None
+            release = materialization.metadata.get("release") if materialization is not None else None
+            if release is None:
+                continue
+            status = revocation_events(key, Path(str(release.value)), cairn)
+            if status is None or reported.get(key.to_user_string()) == status[0]:
+                continue
+            reported[key.to_user_string()] = status[0]
+            events.extend(status[1])
+        skip = None if events else dg.SkipReason("no release is newly revoked")
+        return dg.SensorResult(asset_events=events, cursor=json.dumps(reported, sort_keys=True), skip_reason=skip)
+
+    return _revocations
+
+
+def revocation_events(key: dg.AssetKey, release: Path, cairn: CairnResource
+                      ) -> tuple[str, list[dg.AssetObservation | dg.AssetCheckEvaluation]] | None:
+    """(what was reported, the events) for a revoked release; None while it is not revoked."""
+    from integrity.distribution.revocations import release_status
+    from integrity.storage import open_store
+    from pipelines.assets.release import NOT_REVOKED_CHECK
+
+    home = Path(cairn.home) if cairn.home else cairn_home()
+    status = release_status(release, open_store(current(home=home, store=cairn.store).store), home)
+    if status is None or not status.revoked:
+        return None
+    first = status.revoked[0]
+    metadata = {"revoked": dg.MetadataValue.text(status.summary), "reason": first.reason,
+                "revoked_at": first.revoked_at, "revoked_by": dg.MetadataValue.json(dict(first.revoked_by)),
+                "subject": f"{first.kind} {first.subject}", "revocation_record": first.record_key}
+    check = dg.AssetCheckEvaluation(asset_key=key, check_name=NOT_REVOKED_CHECK, passed=False,
+                                    severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+                                    description=f"{status.reference} was revoked: {first.reason}")
+    return first.record_key, [dg.AssetObservation(asset_key=key, metadata=metadata,
+                                                  description=f"REVOKED: {first.reason}"), check]

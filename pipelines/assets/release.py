@@ -27,6 +27,8 @@ from pipelines.resources import CairnResource, link, report_links
 RELEASES_DIR = package_data("releases")
 RELEASE_GROUP = "releases"
 GATE_CHECK = "release_gate"
+#: The released asset's check that the revocation sensor fails when a revocation names the release.
+NOT_REVOKED_CHECK = "not_revoked"
 
 
 def default_release_spec_paths() -> list[Path]:
@@ -183,6 +185,10 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         tags={**tags, "cairn/stage": "released"},
         description=f"{spec.model}: the signed release bundle (model-signing signature, SLSA v1 provenance, "
                     "CycloneDX 1.6 ML-BOM, lineage graph), re-verified after writing.",
+        check_specs=[dg.AssetCheckSpec(
+            NOT_REVOKED_CHECK, asset=released_key, blocking=False,
+            description="No signed revocation names this release, its signer, policy, inputs or files; the "
+                        "revocation sensor fails it as soon as one does (pull and audit then refuse it)")],
     )
     def _released(context: dg.AssetExecutionContext, cairn: CairnResource) -> dg.MaterializeResult:  # type: ignore[type-arg]
         import json
@@ -219,8 +225,11 @@ def build_release_assets(spec: ReleaseSpec) -> list[dg.AssetsDefinition]:
         }
         for item in inputs:
             metadata[f"verification_record/{item.name}"] = _record_link(links, store, item.records.get("verification"))
-        return dg.MaterializeResult(metadata=metadata,
-                                    data_version=dg.DataVersion(f"sha256:{result.context.model_digest}"))
+        return dg.MaterializeResult(
+            metadata=metadata, data_version=dg.DataVersion(f"sha256:{result.context.model_digest}"),
+            check_results=[dg.AssetCheckResult(check_name=NOT_REVOKED_CHECK, passed=True,
+                                               description=f"{spec.model}@{result.version} is not revoked "
+                                                           "(at release)")])
 
     return [_fine_tuned, _evaluated, _released]
 
