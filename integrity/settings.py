@@ -69,6 +69,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("revocations", "CAIRN_REVOCATIONS", "stores whose signed revocations publish, pull and audit "
              "consult besides the store at hand (the publisher's revocation list), comma-separated; none: only "
              "the store at hand", "the configured store", path=False),
+    Variable("reverify_schedule", "CAIRN_REVERIFY_SCHEDULE", "when Dagster re-verifies every attested source "
+             "against its publisher signature: a cron string, optionally followed by a time zone; none: never",
+             "0 2 * * * UTC", path=False),
     Variable("max_image_bytes", "CAIRN_MAX_IMAGE_BYTES", "decoded bytes one image dataset may take, checked on "
              "the headers before any pixel is decoded (decompression bombs)", "2147483648 (2 GiB)", path=False),
     Variable("pull_state", "CAIRN_PULL_STATE", "what `cairn pull` has seen (rollback protection)",
@@ -262,6 +265,14 @@ class Settings:
     def suites(self) -> Path:
         project = self.project_dir
         return self._path("suites", project / "suites" if project else package_data("expectations"))
+
+    @property
+    def reverify_schedule(self) -> tuple[str, str] | None:
+        """(cron, time zone) of the re-verification schedule, None for none; checked where it is used."""
+        raw = (self.raw("reverify_schedule") or "0 2 * * * UTC").split()
+        if [w.lower() for w in raw] == ["none"]:
+            return None
+        return (" ".join(raw[:5]), raw[5] if len(raw) == 6 else "UTC") if len(raw) in (5, 6) else (" ".join(raw), "")
 
     @property
     def revocation_sources(self) -> list[str]:

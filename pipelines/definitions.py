@@ -12,7 +12,7 @@ from pipelines.assets.screening import build_screening_assets
 from pipelines.checks import build_reverify_check
 from pipelines.progress import LOGGER, cairn_progress
 from pipelines.resources import CairnResource, load_default_catalog
-from pipelines.schedules import build_nightly_reverify
+from pipelines.schedules import build_nightly_reverify, build_source_schedules
 from pipelines.sensors import build_drop_sensor, build_revocation_sensor, explain_failed_runs
 
 INGEST_JOB = "ingest_sources"
@@ -33,7 +33,8 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         description="Fetch, verify, validate and attest catalog sources (the drop sensor runs it per source).",
         tags={"cairn/job": "ingest"},
     )
-    reverify_job, nightly_schedule = build_nightly_reverify(sources)
+    reverify_job, reverify_schedules = build_nightly_reverify(sources)
+    source_jobs, source_schedules = build_source_schedules(sources, catalog)
     release_specs, release_assets = load_release_assets(specs)
     release_job = dg.define_asset_job(
         RELEASE_JOB,
@@ -47,8 +48,8 @@ def build_definitions(catalog: Catalog, resource: CairnResource | None = None,
         + build_screening_assets(catalog)
         + release_assets,
         asset_checks=[build_reverify_check(source) for source in sources],
-        jobs=[ingest_job, reverify_job, release_job],
-        schedules=[nightly_schedule],
+        jobs=[ingest_job, reverify_job, release_job, *source_jobs],
+        schedules=[*reverify_schedules, *source_schedules],
         sensors=[build_drop_sensor(sources, ingest_job),
                  build_revocation_sensor([release_asset_key(spec, "released") for spec in release_specs]),
                  explain_failed_runs],

@@ -9,6 +9,7 @@ from typing import Any
 from integrity import safeio
 from integrity.cli.common import AddCommand, add_json_option, add_location_options, add_renamed_option, emit
 from integrity.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE, CairnError, UsageError
+from integrity.intake.schedule import Schedule
 
 
 def _ingestion(args: argparse.Namespace) -> Any:
@@ -144,14 +145,28 @@ def cmd_catalog_check(args: argparse.Namespace) -> int:
     for source in catalog:
         if source.suite is not None:
             load_suite(source.suite)
+    reverify = _reverify_schedule(args)
     data = {**catalog.describe(), "policy": str(catalog.policy_path), "policy_checked": policy_checked,
-            "sources": {s.name: s.as_dict() for s in catalog}}
+            "sources": {s.name: s.as_dict() for s in catalog},
+            "reverify_schedule": {"cron": reverify.cron, "timezone": reverify.timezone} if reverify else None}
     state = "checked" if policy_checked else "NOT FOUND, not checked"
     lines = [f"catalog {catalog.path}: version {catalog.version}, {catalog.digest}, policy {catalog.policy_path} "
              f"({state})"]
-    lines += [f"  {s.name}: {s.kind} {s.format} from {catalog.resolve(s.uri)}" for s in catalog]
+    lines += [f"  {s.name}: {s.kind} {s.format} from {catalog.resolve(s.uri)}"
+              + (f"; scheduled {s.schedule.describe()}" if s.schedule else "") for s in catalog]
+    lines.append(f"re-verification of every attested source: {reverify.describe() if reverify else 'never (none)'}")
     emit(args, data, "\n".join(lines))
     return EXIT_OK
+
+
+def _reverify_schedule(args: argparse.Namespace) -> Schedule | None:
+    """The project's re-verification schedule, checked (a bad one is a usage error here, not in Dagster)."""
+    from integrity.intake.schedule import parse_schedule
+    from integrity.settings import current
+
+    setting = current(home=args.home).reverify_schedule
+    return parse_schedule(setting[0], setting[1], where="reverify_schedule ($CAIRN_REVERIFY_SCHEDULE or "
+                          "cairn.yaml)") if setting else None
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ goes into every ingestion record. Example::
         suite: breast_cancer.json           # expectation suite (datasets), in the suites folder
         scan_profile: tabular
         extra_files: [README.md, "docs/*"]  # reviewed: files of the drop carried unread (shell patterns)
+        schedule: {cron: "0 3 * * *", timezone: Europe/Berlin}  # optional: Dagster ingests it on its own
 
 Relative file paths resolve against the catalog's *root*: the Cairn home (``$CAIRN_HOME``,
 where vendor drops land) unless the catalog says ``root:``. Suites resolve against the
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from integrity.errors import UsageError
+from integrity.intake.schedule import Schedule, parse_schedule_entry
 from integrity.safeio import MAX_CONFIG_BYTES, parse_yaml, read_regular_file
 
 CATALOG_VERSIONS = (1,)
@@ -44,7 +46,7 @@ SCHEMES = ("file", "s3", "https", "http")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SOURCE_FIELDS = {
     "kind", "uri", "format", "signature", "policy_source", "license", "origin",
-    "suite", "scan_profile", "phi", "baseline", "description", "probes", "extra_files",
+    "suite", "scan_profile", "phi", "baseline", "description", "probes", "extra_files", "schedule",
 }  # fmt: skip
 _TOP_FIELDS = {"version", "description", "policy", "root", "suites", "sources"}
 
@@ -77,6 +79,8 @@ class Source:
     probes: str | None = None
     #: Datasets: reviewed shell patterns naming files of the drop that the format does not read (carried unread).
     extra_files: tuple[str, ...] = ()
+    #: When Dagster ingests (and screens) the source on its own: a cron schedule, else only on demand or a drop.
+    schedule: Schedule | None = None
 
     @property
     def key(self) -> str:
@@ -120,6 +124,8 @@ class Source:
             data["baseline"] = self.baseline
         if self.extra_files:
             data["extra_files"] = list(self.extra_files)
+        if self.schedule:
+            data["schedule"] = {"cron": self.schedule.cron, "timezone": self.schedule.timezone}
         return data
 
 
@@ -258,7 +264,17 @@ def _parse_source(path: Path | None, name: Any, entry: Any, suites: Path) -> Sou
         description=_text(path, where, entry, "description", required=False),
         probes=_probes(path, where, entry, kind),
         extra_files=_extra_files(path, where, entry, kind),
+        schedule=_schedule(path, where, entry),
     )
+
+
+def _schedule(path: Path | None, where: str, entry: Mapping[str, Any]) -> Schedule | None:
+    if entry.get("schedule") is None:
+        return None
+    try:
+        return parse_schedule_entry(entry["schedule"], where=where)
+    except UsageError as error:
+        raise _fail(path, error.reason) from error
 
 
 def _extra_files(path: Path | None, where: str, entry: Mapping[str, Any], kind: str) -> tuple[str, ...]:

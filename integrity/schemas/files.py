@@ -17,6 +17,13 @@ class Strict(BaseModel):
 # -- catalog -----------------------------------------------------------------------------------------------
 
 
+class CatalogSchedule(Strict):
+    """A source's ``schedule:`` as a mapping."""
+
+    cron: str = Field(description="five-field cron expression, e.g. '0 3 * * *'")
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in")
+
+
 class CatalogSource(Strict):
     """One third-party artifact (``sources.<name>``)."""
 
@@ -37,6 +44,9 @@ class CatalogSource(Strict):
     probes: str | None = Field(None, description="model: the image dataset whose samples probe its backdoor scan")
     extra_files: list[str] | None = Field(None, description="dataset: reviewed shell patterns of files the format "
                                                         "does not read, carried unread and listed as such")
+    schedule: str | CatalogSchedule | None = Field(
+        None, description="when Dagster ingests and screens the source on its own: a five-field cron string "
+                          "(UTC) or {cron, timezone}")
 
 
 class CatalogFile(Strict):
