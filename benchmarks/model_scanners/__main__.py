@@ -4,7 +4,8 @@ Run from the repository root (not part of the test suite)::
 
     .venv/bin/python -m benchmarks.model_scanners [--workdir DIR] [--out benchmarks/results/model_scanners.json]
 
-It builds the corpus (``corpus.py``: every bypass family of issue 4 plus benign weights), creates
+It builds the corpus (``corpus.py``: every bypass family of issue 4 plus benign weights;
+``corpus_benign.py``: issue 28's benign set of every dtype and container, and its attacks), creates
 the competitors' own tool environment (``.venv-scanners``, pinned versions, so ``.venv`` stays
 ``pip check`` clean), scans every file with every tool in-process (one process per tool, imports
 before timing) and writes JSON and a markdown table. Exit 0 when Cairn misses no malicious file
@@ -57,6 +58,7 @@ def run_cairn(paths: list[str]) -> dict[str, Any]:
     from integrity.scans.modelgate import scan_path
 
     results = {}
+    pass_start = time.perf_counter()
     for path in paths:
         start = time.perf_counter()
         try:
@@ -66,9 +68,10 @@ def run_cairn(paths: list[str]) -> dict[str, Any]:
         except Exception as exc:  # would be an error verdict; the gate itself never raises on content
             verdict, detail = "error", f"{type(exc).__name__}: {exc}"[:200]
         results[path] = {"verdict": verdict, "detail": detail, "seconds": time.perf_counter() - start}
+    pass_seconds = time.perf_counter() - pass_start
     from importlib.metadata import version
 
-    return {"tool": "cairn", "version": version("cairn"), "results": results}
+    return {"tool": "cairn", "version": version("cairn"), "pass_seconds": pass_seconds, "results": results}
 
 
 def run_competitor(python: Path, tool: str, paths: list[str]) -> dict[str, Any]:
@@ -82,8 +85,16 @@ def run_competitor(python: Path, tool: str, paths: list[str]) -> dict[str, Any]:
     return data
 
 
+def sample_bytes(path: Path) -> int:
+    """Bytes a tool has to read for one sample (a folder: all its files)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size
+
+
 def summarise(samples: list[Sample], root: Path, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tools: dict[str, Any] = {}
+    total_bytes = sum(sample_bytes(root / s.name) for s in samples)
     for tool, run in runs.items():
         caught, missed, errors, false_pos, benign_err = [], [], [], [], []
         times = []
@@ -97,9 +108,12 @@ def summarise(samples: list[Sample], root: Path, runs: dict[str, dict[str, Any]]
                 false_pos.append(entry)
             elif result["verdict"] == "error":
                 benign_err.append(entry)
+        pass_seconds = run.get("pass_seconds") or sum(times)
         tools[tool] = {
             "version": run["version"], "caught": len(caught), "missed": len(missed), "errors": len(errors),
             "false_positives": len(false_pos), "benign_errors": len(benign_err),
+            "pass_seconds": pass_seconds, "bytes_scanned": total_bytes,
+            "files_per_second": len(samples) / pass_seconds, "mb_per_second": total_bytes / 1e6 / pass_seconds,
             "ms_per_file_median": 1000 * statistics.median(times), "ms_per_file_mean": 1000 * statistics.mean(times),
             "missed_files": missed, "error_files": errors, "false_positive_files": false_pos,
             "benign_error_files": benign_err,
@@ -109,23 +123,34 @@ def summarise(samples: list[Sample], root: Path, runs: dict[str, dict[str, Any]]
         members = [s for s in samples if s.malicious and s.family == family]
         families[family] = {tool: f"{sum(runs[tool]['results'][str(root / s.name)]['verdict'] == 'flagged' for s in members)}/{len(members)}"  # noqa: E501
                             for tool in runs}
-    return {"tools": tools, "families": families}
+    benign_kinds: dict[str, dict[str, str]] = {}
+    for kind in sorted({s.family for s in samples if not s.malicious}):
+        members = [s for s in samples if not s.malicious and s.family == kind]
+        benign_kinds[kind] = {tool: f"{sum(runs[tool]['results'][str(root / s.name)]['verdict'] == 'flagged' for s in members)}/{len(members)}"  # noqa: E501
+                              for tool in runs}
+    return {"tools": tools, "families": families, "benign_kinds": benign_kinds}
 
 
 def markdown(summary: dict[str, Any], samples: list[Sample], meta: dict[str, Any]) -> str:
     malicious = sum(s.malicious for s in samples)
-    lines = [f"# Model-file scanners: {malicious} malicious and {len(samples) - malicious} benign files", "",
-             f"Run {meta['date']} on {meta['machine']}; Python {meta['python']}.", "",
-             "| tool | version | caught | missed | errors (malicious) | false positives | errors (benign) "
-             "| ms/file (median) | ms/file (mean) |", "|---|---|---|---|---|---|---|---|---|"]
+    benign = len(samples) - malicious
+    lines = [f"# Model-file scanners: {malicious} malicious and {benign} benign files", "",
+             f"Run {meta['date']} on {meta['machine']}; Python {meta['python']}; "
+             f"{meta.get('megabytes', 0):.1f} MB in all. Files/s and MB/s: every file, one whole pass per tool.", "",
+             "| tool | version | malicious refused | missed | errors (malicious) | benign refused | errors (benign) "
+             "| files/s | MB/s | ms/file (median) | ms/file (mean) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for tool, t in summary["tools"].items():
         lines.append(f"| {tool} | {t['version']} | {t['caught']}/{malicious} | {t['missed']} | {t['errors']} | "
-                     f"{t['false_positives']} | {t['benign_errors']} | {t['ms_per_file_median']:.1f} | "
-                     f"{t['ms_per_file_mean']:.1f} |")
+                     f"{t['false_positives']}/{benign} | {t['benign_errors']} | {t['files_per_second']:.1f} | "
+                     f"{t['mb_per_second']:.1f} | {t['ms_per_file_median']:.1f} | {t['ms_per_file_mean']:.1f} |")
     lines += ["", "Caught per bypass family:", "", "| family | " + " | ".join(summary["tools"]) + " |",
               "|---|" + "---|" * len(summary["tools"])]
     for family, row in summary["families"].items():
         lines.append(f"| {family} | " + " | ".join(row[t] for t in summary["tools"]) + " |")
+    lines += ["", "Benign files refused per kind:", "", "| kind | " + " | ".join(summary["tools"]) + " |",
+              "|---|" + "---|" * len(summary["tools"])]
+    for kind, row in summary.get("benign_kinds", {}).items():
+        lines.append(f"| {kind} | " + " | ".join(row[t] for t in summary["tools"]) + " |")
     for tool, t in summary["tools"].items():
         for title, key in (("missed (reported clean)", "missed_files"), ("errors on malicious files", "error_files"),
                            ("false positives", "false_positive_files"),
@@ -144,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "model_scanners.json")
     parser.add_argument("--scanners-venv", type=Path, default=REPO_ROOT / ".venv-scanners")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    parser.add_argument("--core-only", action="store_true",
+                        help="leave out issue 28's benign set and attacks (corpus_benign.py)")
     args = parser.parse_args(argv)
     tools = [t for t in args.tools.split(",") if t]
     corpus = args.workdir / "corpus"
     shutil.rmtree(corpus, ignore_errors=True)
     log(f"building the corpus in {corpus}")
-    samples = build_corpus(corpus)
+    samples = build_corpus(corpus, extended=not args.core_only)
     paths = [str(corpus / s.name) for s in samples]
     runs: dict[str, dict[str, Any]] = {}
     if "cairn" in tools:
@@ -164,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(samples, corpus, runs)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": f"{platform.machine()} {platform.system()}",
             "python": platform.python_version(), "files": len(samples),
-            "malicious": sum(s.malicious for s in samples)}
+            "malicious": sum(s.malicious for s in samples),
+            "megabytes": sum(sample_bytes(corpus / s.name) for s in samples) / 1e6}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "samples": [s.__dict__ for s in samples], **summary,
                                     "results": runs}, indent=2))

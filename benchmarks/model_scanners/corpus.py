@@ -241,8 +241,8 @@ def onnx_model(folder: Path, *, external: str | None = None, domain: str = "") -
 # -- the corpus ------------------------------------------------------------------------------------------------
 
 
-def build_corpus(root: Path) -> list[Sample]:
-    """Write every sample under ``root`` and return their descriptions (benign controls included)."""
+def build_corpus(root: Path, *, extended: bool = False) -> list[Sample]:
+    """Write every sample under ``root``; ``extended`` adds issue 28's benign set and attacks (corpus_benign)."""
     import numpy as np
     import torch
 
@@ -540,6 +540,11 @@ def build_corpus(root: Path) -> list[Sample]:
     from benchmarks.model_scanners.corpus_attacks import build_attack_samples
 
     build_attack_samples(bad, good, tmp)
+    if extended:
+        from benchmarks.model_scanners.corpus_benign import build_benign_samples, build_issue28_attacks
+
+        build_benign_samples(good, tmp)
+        build_issue28_attacks(bad, tmp)
     for leftover in tmp.iterdir():
         leftover.unlink()
     tmp.rmdir()

@@ -2,7 +2,8 @@
 
 Reads ``{"tool": ..., "paths": [...]}`` as JSON on stdin and prints one JSON document: the tool's
 version and, per path, ``verdict`` (``flagged`` | ``clean`` | ``error``), a short ``detail`` and
-the wall time of the scan call (``time.perf_counter``; imports happen before any timing).
+the wall time of the scan call (``time.perf_counter``; imports happen before any timing), and
+``pass_seconds``, the wall time of the whole pass over every path.
 This file imports nothing from Cairn: it runs with ``.venv-scanners/bin/python``.
 """
 
@@ -68,6 +69,7 @@ def main() -> None:
     if package == "modelscan":
         __import__("modelscan.modelscan")
     results: dict[str, Any] = {}
+    pass_start = time.perf_counter()
     for path in request["paths"]:
         start = time.perf_counter()
         try:
@@ -76,7 +78,9 @@ def main() -> None:
             verdict, detail = "error", f"{type(exc).__name__}: {exc}"[:200]
             traceback.print_exc(file=sys.stderr)
         results[path] = {"verdict": verdict, "detail": detail, "seconds": time.perf_counter() - start}
-    json.dump({"tool": request["tool"], "version": version(package), "results": results}, real_stdout)
+    pass_seconds = time.perf_counter() - pass_start  # the whole pass, for files/s and MB/s
+    json.dump({"tool": request["tool"], "version": version(package), "pass_seconds": pass_seconds,
+               "results": results}, real_stdout)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def build() -> dict[str, list[bytes]]:
         seeds["hdf5"] = [b"\x89HDF\r\n\x1a\n" + b"\x00" * 64]
     seeds.update(_signed_seeds(tmp))
     seeds.update(_reader_seeds())
+    seeds["gguf-parse"] = seeds["gguf"]
     shutil.rmtree(tmp, ignore_errors=True)
     return seeds
 
@@ -93,7 +94,13 @@ def _reader_seeds() -> dict[str, list[bytes]]:
     suites.append(json.dumps({"name": "native", "expectations": [
         {"type": "expect_column_values_to_be_between", "kwargs": {"column": "a", "min_value": 0, "max_value": 1}},
     ]}).encode())
+    configs = [b"model:\n  _target_: nemo.collections.asr.models.EncDecCTCModel\n  optim:\n"
+               b"    _target_: torch.optim.AdamW\n    lr: 0.001\n",
+               b"trainer:\n  class_path: lightning.pytorch.Trainer\n  init_args: {max_epochs: 3}\n"]
     return {
+        "config-yaml": configs,
+        "config-json": [b'{"architectures": ["BertModel"], "hidden_size": 384}',
+                        b'{"optimizer": {"_target_": "torch.optim.Adam", "lr": 0.1}}'],
         "report-target": [b"/", b"/store/records/verifications/x.json", b"/releases/m-1.0.0/release.json",
                           b"/audit/m-1.0.0", b"/store/reports/data-docs/a/index.html?x=1"],
         "report-path": [b"kind/a.json", b"link.json", b"fifo", b"kind/%2e%2e/a.json"],

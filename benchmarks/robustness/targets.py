@@ -284,6 +284,21 @@ def _image_folder(data: bytes) -> Any:
     return read_images({"a/x.png": data, "b/y.png": data}, where="fuzz")
 
 
+def _gguf_parse(data: bytes) -> Any:
+    from integrity.scans.modelgate.gguf import parse_gguf
+
+    return parse_gguf(data)
+
+
+def _config(name: str) -> Callable[[bytes], Any]:
+    def run(data: bytes) -> Any:
+        from integrity.scans.modelgate.configtargets import scan_config_bytes
+
+        return scan_config_bytes(data, name)
+
+    return run
+
+
 def _import_gx() -> None:
     import great_expectations  # noqa: F401 - imported on a suite's first unknown type, in tens of seconds
 
@@ -318,4 +333,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("image", _image),
     Target("image-folder", _image_folder),
     Target("suite", _suite, warm=_import_gx),
+    Target("gguf-parse", _gguf_parse),
+    Target("config-yaml", _config("model_config.yaml")),
+    Target("config-json", _config("config.json")),
 )}

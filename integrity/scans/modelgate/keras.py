@@ -53,10 +53,24 @@ def check_config(config: Any, where: str, offset: int | None, allowlist: Allowli
         if module is not None and (not isinstance(module, str) or module not in allowlist.keras_modules):
             out.add(where, offset, "keras.custom-object", f"{label}: module {module!r} is not an allowed Keras module",
                     f"{module}.{class_name}")
-        if registered is not None and registered != class_name and not (
-                isinstance(registered, str) and registered.startswith("keras") and ">" not in registered):
-            out.add(where, offset, "keras.custom-object", f"{label} has registered_name {registered!r} (custom object)")
+        if not _builtin_registration(registered, class_name, allowlist):
+            out.add(where, offset, "keras.custom-object", f"{label} has registered_name {registered!r} (custom object)",
+                    registered if isinstance(registered, str) else None)
     return checked
+
+
+def _builtin_registration(registered: Any, class_name: Any, allowlist: Allowlist) -> bool:
+    """A built-in's ``registered_name``: none, its class name, or ``<allowed Keras module>.<class name>``.
+
+    ``package>Name`` is how ``register_keras_serializable`` names custom objects; a dotted name must
+    be a listed Keras module exactly (``kerasx.evil.Dense`` and ``keras_hub>Dense`` are both custom).
+    """
+    if registered is None or registered == class_name:
+        return True
+    if not isinstance(registered, str) or "." not in registered:
+        return False
+    module, _, name = registered.rpartition(".")
+    return name == class_name and module in allowlist.keras_modules
 
 
 def raw_markers(data: bytes, where: str, out: Findings) -> None:

@@ -6,7 +6,10 @@ from a ``GLOBAL`` opcode from anything else. The rules are those of an allowlist
 
 * every imported callable must be an exact ``(module, name)`` pair from ``allowlist.json``; a
   dotted name (``torch`` + ``hub.load``) or a name that is not a literal string is refused;
-* calls (``REDUCE``, ``NEWOBJ``) may only call such an imported callable;
+* calls (``REDUCE``, ``NEWOBJ``) may only call such an imported callable, with the argument shapes
+  :mod:`integrity.scans.modelgate.rebuilds` models (those ``torch.save`` and NumPy write); a listed
+  non-callable value (a dtype object, a quantisation scheme, a storage class) may be an argument,
+  never be called;
 * opcodes that the gate does not model precisely (``INST``, ``OBJ``, ``EXT*``, out-of-band
   buffers, text persistent ids) are refused, as are opcodes newer than the declared protocol;
 * framing must be exact: frames lie inside the data, never nest or overlap, and no opcode straddles
@@ -19,11 +22,15 @@ Nothing the walker cannot account for passes: an unknown opcode or a decoding er
 """
 
 import pickletools
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from integrity.scans.modelgate import rebuilds
 from integrity.scans.modelgate._report import Findings
 from integrity.scans.modelgate.allowlist import Allowlist
+from integrity.scans.modelgate.rebuilds import MAX_PICKLE_ALLOCATION, TORCH_STORAGE_SIZES, StorageRef, Val, show
+
+__all__ = ["JOBLIB_WRAPPER", "MAX_PICKLE_ALLOCATION", "TORCH_STORAGE_SIZES", "PickleWalker", "StorageRef", "Val",
+           "danger", "shadow_imports"]
 
 # Why a callable is dangerous, for reasons people can act on. Decisions never depend on this
 # table: anything not on the allowlist is refused whether it is named here or not.
@@ -63,14 +70,6 @@ _REFUSED = {
 }
 _NUMPY_KINDS = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "S": 0, "U": 0, "V": 0, "M": 0, "m": 0}
 JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-#: Allowlisted callables that allocate memory from a shape argument at load time.
-_ALLOCATORS = {("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct")}
-#: Bytes an allowlisted constructor may allocate from a shape in the pickle (NumPy itself writes (0,)).
-MAX_PICKLE_ALLOCATION = 1 << 26
-TORCH_STORAGE_SIZES = {"FloatStorage": 4, "DoubleStorage": 8, "HalfStorage": 2, "BFloat16Storage": 2,
-                       "LongStorage": 8, "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1,
-                       "BoolStorage": 1}
 
 
 def danger(module: str, name: str) -> str:
@@ -84,40 +83,11 @@ def danger(module: str, name: str) -> str:
     return "not needed to rebuild tensors or plain containers"
 
 
-@dataclass(eq=False)
-class Val:
-    """A symbolic value: its kind, a literal value where known, and the values it is built from."""
-
-    kind: str
-    value: Any = None
-    items: list[Any] = field(default_factory=list)
-    state: "Val | None" = None
-
-    def literal(self) -> Any:
-        """The Python value of a tree of literals (for arguments the gate checks); None if not literal."""
-        if self.kind in ("str", "bytes", "int", "float", "bool"):
-            return self.value
-        if self.kind == "tuple":
-            return tuple(i.literal() if isinstance(i, Val) else None for i in self.items)
-        return None
-
-
 class _Stop(Exception):
     """Raised in shadow mode at the first thing the real unpickler would fail on."""
 
 
 MARK = Val("mark")
-
-
-@dataclass
-class StorageRef:
-    """A tensor storage a PyTorch pickle refers to through a persistent id."""
-
-    key: str
-    storage_type: str
-    location: str
-    numel: int
-    offset: int
 
 
 class PickleWalker:
@@ -240,6 +210,7 @@ class PickleWalker:
                 target = stack[-1]
                 if target.kind != "obj":
                     self.flag(pos, "pickle.build-non-object", f"BUILD sets state on a {target.kind}, not an object")
+                rebuilds.check_build(self.flag, target, state, pos)
                 target.state = state
                 if target.value == JOBLIB_WRAPPER and self.context == "pickle":
                     if frame_end is not None and after != frame_end:
@@ -329,6 +300,8 @@ class PickleWalker:
         elif self.context == "torch-header":
             self.flag(pos, "pickle.callable-not-allowed",
                       f"callable {dotted} in a legacy PyTorch header pickle, which imports nothing", dotted)
+        elif self.allowlist.value_role(module, attr) is not None:
+            return Val("value", (module, attr))  # a dtype object or the like: an argument, never a callable
         elif not self.allowlist.allows(module, attr):
             self.flag(pos, "pickle.callable-not-allowed",
                       f"callable {dotted} is not on the allowlist ({danger(module, attr)})", dotted)
@@ -337,17 +310,18 @@ class PickleWalker:
         return Val("global", (module, attr))
 
     def _call(self, opcode: str, func: Val, args: Val, kwargs: Val | None, pos: int) -> Val:
+        if func.kind == "value":
+            self.flag(pos, "pickle.call-value", f"{opcode} calls {'.'.join(func.value)}, a "
+                      f"{self.allowlist.value_role(*func.value)} value that is never called when torch.save writes it")
+            return Val("obj", ("?", "?"))
         if func.kind != "global":
             self.flag(pos, "pickle.call-non-global", f"{opcode} calls a {func.kind} ({_show(func)}), not an import")
             return Val("obj", ("?", "?"))
         if args.kind != "tuple" or (kwargs is not None and kwargs.kind != "dict"):
             self.flag(pos, "pickle.call-arguments", f"{opcode} of {'.'.join(func.value)} with non-tuple arguments")
-        if opcode == "REDUCE" and func.value == ("torch._utils", "_rebuild_tensor_v2"):
-            self._check_tensor(args, pos)
         if opcode != "REDUCE" and func.value == JOBLIB_WRAPPER and args.items:
             self.flag(pos, "pickle.call-arguments", "NumpyArrayWrapper is created with arguments")
-        if func.value in _ALLOCATORS:
-            self._check_allocation(func.value, args, pos)
+        rebuilds.check_call(self.flag, func.value, args, pos, self.allowlist.values)
         if func.value == ("_codecs", "encode"):
             encoding = args.items[1].literal() if len(args.items) == 2 and isinstance(args.items[1], Val) else None
             if not isinstance(encoding, str) or encoding.lower().replace("-", "").replace("_", "") not in (
@@ -356,49 +330,14 @@ class PickleWalker:
                           f"_codecs.encode with encoding {encoding!r}: NumPy pickles only use latin1")
         return Val("obj", func.value, items=list(args.items))
 
-    def _check_allocation(self, func: tuple[str, str], args: Val, pos: int) -> None:
-        """An allowlisted constructor that allocates must ask for a size the file can account for (no loader DoS)."""
-        items = args.items
-        shape_v = items[1] if func[1] == "_reconstruct" and len(items) >= 2 else items[0] if items else None
-        shape = shape_v.literal() if isinstance(shape_v, Val) else None
-        if isinstance(shape, int) and not isinstance(shape, bool):
-            shape = (shape,)
-        if not isinstance(shape, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                   for d in shape):
-            self.flag(pos, "pickle.allocation", f"{'.'.join(func)} with a shape that is not literal integers")
-            return
-        count = 1
-        for dim in shape:
-            count *= dim
-        if count * 16 > MAX_PICKLE_ALLOCATION:
-            self.flag(pos, "pickle.allocation",
-                      f"{'.'.join(func)} allocates {count} elements (up to {count * 16} bytes) at load time; "
-                      f"the limit is {MAX_PICKLE_ALLOCATION} (array data belongs in the file, not in a shape)")
-
-    def _check_tensor(self, args: Val, pos: int) -> None:
-        items = args.items
-        if not 6 <= len(items) <= 7 or items[0].kind != "storage":
-            self.flag(pos, "torch.tensor", "_rebuild_tensor_v2 without a storage from a persistent id")
-            return
-        hooks = items[5]
-        if hooks.kind != "obj" or hooks.value != ("collections", "OrderedDict") or hooks.items:
-            self.flag(pos, "torch.backward-hooks", "tensor carries backward hooks (callables run on backward)")
-
     def _persistent(self, pid: Val, pos: int) -> Val:
         if self.context != "torch":
             self.flag(pos, "pickle.persistent-id", "persistent id outside a PyTorch checkpoint")
             return Val("storage")
-        items = pid.items if pid.kind == "tuple" else []
-        ok = (5 <= len(items) <= 6 and items[0].kind == "str" and items[0].value == "storage"
-              and items[1].kind == "global" and items[1].value[0] == "torch"
-              and items[1].value[1] in TORCH_STORAGE_SIZES and items[2].kind == "str" and items[3].kind == "str"
-              and items[4].kind == "int" and items[4].value >= 0 and (len(items) == 5 or items[5].kind == "none"))
-        if not ok:
-            self.flag(pos, "torch.persistent-id", f"unrecognised persistent id {_show(pid)}")
-            return Val("storage")
-        self.storages.append(StorageRef(str(items[2].value), str(items[1].value[1]), str(items[3].value),
-                                        int(items[4].value), pos))
-        return Val("storage", str(items[2].value))
+        value, ref = rebuilds.persistent(self.flag, pid, pos, self.allowlist.values)
+        if ref is not None:
+            self.storages.append(ref)
+        return value
 
     def _joblib_array(self, wrapper: Val, stream: BinaryIO, start: int, end: int, pos: int) -> int | None:
         """joblib writes an array's raw bytes right after its wrapper's BUILD: size them exactly."""
@@ -481,14 +420,7 @@ def _dtype_itemsize(dtype: Val | None) -> int | None:
     return size or None
 
 
-def _show(value: Val) -> str:
-    if value.kind in ("str", "int", "bytes"):
-        return repr(value.value)[:60]
-    if value.kind in ("global", "obj") and isinstance(value.value, tuple):
-        return f"{value.kind} {'.'.join(value.value)}"
-    if value.kind == "tuple":
-        return "(" + ", ".join(_show(i) for i in value.items[:6]) + ")"
-    return value.kind
+_show = show
 
 
 def shadow_imports(stream: BinaryIO, start: int, end: int, allowlist: Allowlist) -> list[tuple[int, str, str]]:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from integrity.errors import ArtifactReadError
-from integrity.scans.modelgate import archives, graphs, keras, tensors
+from integrity.scans.modelgate import archives, gguf, graphs, keras, tensors
 from integrity.scans.modelgate._report import Findings, ScanReport
 from integrity.scans.modelgate.allowlist import Allowlist, load_allowlist
 from integrity.scans.modelgate.archives import Limits, ZipMember
@@ -22,6 +22,8 @@ from integrity.scans.modelgate.pickles import TORCH_STORAGE_SIZES, PickleWalker
 from integrity.scans.modelgate.textformats import check_text
 
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+#: The legacy magic number's pickle body (LONG1 of 10 bytes, then STOP), whatever the protocol header.
+_LEGACY_BODY = LEGACY_TORCH_MAGIC[2:]
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 #: Formats the gate can turn into safetensors (pickle-based weights); everything else is used as is.
@@ -70,7 +72,7 @@ def _sniff(head: bytes, size: int) -> str:
         return "safetensors"
     if _tar_header_ok(head):
         return "tar"
-    if head.startswith(LEGACY_TORCH_MAGIC):
+    if _legacy_torch(head):
         return "pytorch-legacy"
     if head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5 if len(head) > 1 else False:
         return "pickle"
@@ -89,6 +91,18 @@ def _sniff_protobuf(data: bytes) -> str:
     if len(candidates) == 1:
         return candidates[0]
     return "ambiguous" if candidates else "unknown"
+
+
+def _legacy_torch(head: bytes) -> bool:
+    """A legacy (non-zip) torch checkpoint at any protocol: its first pickle is the magic number.
+
+    Protocols 2 and 3 write ``PROTO n`` then the body; 4 and 5 put it in a ``FRAME`` of 13 bytes.
+    """
+    if head[:1] != b"\x80" or len(head) < 24:
+        return False
+    if head[1] in (2, 3):
+        return head[2:15] == _LEGACY_BODY
+    return head[1] in (4, 5) and head[2:11] == b"\x95\x0d" + b"\x00" * 7 and head[11:24] == _LEGACY_BODY
 
 
 def _tar_header_ok(head: bytes) -> bool:
@@ -212,7 +226,7 @@ class _Scan:
                 tensors.scan_npy(handle, size, where, out)
         elif kind == "gguf":
             with open(path, "rb") as handle:
-                tensors.scan_gguf(handle, size, where, self.allowlist, out)
+                gguf.scan_gguf(handle, size, where, self.allowlist, out)
         elif kind == "hdf5":
             if keras.scan_hdf5(path.read_bytes(), where, self.allowlist, out):
                 kind = "keras-h5"

@@ -1,4 +1,4 @@
-"""Formats that hold only tensors: safetensors, NumPy ``.npy`` and GGUF, checked byte for byte.
+"""Formats that hold only tensors: safetensors, NumPy ``.npy`` (GGUF: :mod:`.gguf`), checked byte for byte.
 
 None of them can run code when read, so the gate checks that they are exactly what they claim:
 headers in bounds, known dtypes, data regions that tile the file without gaps, overlaps or
@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from integrity.scans.modelgate._report import Findings
-from integrity.scans.modelgate.allowlist import Allowlist
-from integrity.scans.modelgate.templates import check_chat_template
+from integrity.scans.modelgate.gguf import scan_gguf
+
+__all__ = ["loader_json", "scan_gguf", "scan_npy", "scan_safetensors", "strict_json"]  # scan_gguf: moved to .gguf
 
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Bits per element of every safetensors dtype.
@@ -21,14 +22,6 @@ SAFETENSORS_BITS = {"F64": 64, "F32": 32, "F16": 16, "BF16": 16, "I64": 64, "I32
                     "U8": 8, "BOOL": 8, "U16": 16, "U32": 32, "U64": 64, "F8_E4M3": 8, "F8_E5M2": 8,
                     "F8_E8M0": 8, "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4, "C64": 64, "C128": 128}
 NPY_KINDS = set("biufcSUVMm")
-# ggml tensor types: (elements per block, bytes per block), from ggml.h / gguf-py constants.
-GGML_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 36),
-              10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
-              16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110),
-              22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8),
-              29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17)}
-GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-MAX_GGUF_COUNT = 1 << 24
 
 
 def _reject_constant(name: str) -> Any:
@@ -185,130 +178,3 @@ def scan_npy(handle: BinaryIO, size: int, where: str, out: Findings) -> None:
         nbytes *= d
     if start + nbytes != size:
         out.add(where, start, "npy.size", f"array data is {size - start} bytes, the header says {nbytes}")
-
-
-def scan_gguf(handle: BinaryIO, size: int, where: str, allowlist: Allowlist, out: Findings) -> None:
-    """Header, metadata, tensor infos and data layout of a GGUF v2/v3 file; chat templates checked."""
-    reader = _Reader(handle, size)
-    try:
-        reader.take(4)
-        (version,) = reader.unpack("<I")
-        if version not in (2, 3):
-            out.add(where, 4, "gguf.version", f"GGUF version {version} is not supported")
-            return
-        tensors, kvs = reader.unpack("<QQ")
-        if tensors > MAX_GGUF_COUNT or kvs > MAX_GGUF_COUNT:
-            out.add(where, 8, "gguf.header", f"implausible counts: {tensors} tensors, {kvs} keys")
-            return
-        alignment = 32
-        keys: set[str] = set()
-        for _ in range(kvs):
-            at = reader.pos
-            key = reader.string()
-            if key in keys:
-                out.add(where, at, "gguf.duplicate-key", f"metadata key {key!r} appears twice")
-            keys.add(key)
-            (vtype,) = reader.unpack("<I")
-            value = reader.value(vtype)
-            if key == "general.alignment":
-                if vtype != 4 or not isinstance(value, int) or value <= 0 or value & (value - 1) or value > 1 << 16:
-                    out.add(where, at, "gguf.alignment", f"general.alignment {value!r} is not a power of two")
-                    return
-                alignment = value
-            if key.startswith("tokenizer.chat_template"):
-                if not isinstance(value, str):
-                    out.add(where, at, "gguf.chat-template", f"chat template {key!r} is not a string")
-                    continue
-                verdict = check_chat_template(value)
-                if not verdict.safe:
-                    out.add(where, at, "gguf.chat-template", f"chat template {key!r} refused: {verdict.reason}")
-        infos = []
-        names: set[str] = set()
-        for _ in range(tensors):
-            at = reader.pos
-            name = reader.string()
-            (dims,) = reader.unpack("<I")
-            if dims > 8:
-                out.add(where, at, "gguf.tensor", f"tensor {name!r} has {dims} dimensions")
-                return
-            shape = reader.unpack("<" + "Q" * dims)
-            ttype, offset = reader.unpack("<IQ")
-            if name in names:
-                out.add(where, at, "gguf.duplicate-tensor", f"tensor {name!r} appears twice")
-            names.add(name)
-            infos.append((offset, name, shape, ttype, at))
-        data_start = -(-reader.pos // alignment) * alignment
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
-        out.add(where, reader.pos, "gguf.malformed", f"cannot parse GGUF: {exc}")
-        return
-    position = 0
-    for offset, name, shape, ttype, at in sorted(infos):
-        if ttype not in GGML_TYPES:
-            out.add(where, at, "gguf.tensor", f"tensor {name!r} has unknown type {ttype}")
-            continue
-        block, block_bytes = GGML_TYPES[ttype]
-        numel = 1
-        for d in shape:
-            numel *= d
-        if numel % block:
-            out.add(where, at, "gguf.tensor", f"tensor {name!r}: {numel} elements is not a whole number of blocks")
-            continue
-        nbytes = numel // block * block_bytes
-        if offset % alignment or offset < position:
-            out.add(where, at, "gguf.offsets", f"tensor {name!r} is misaligned or overlaps the previous tensor")
-        position = max(position, offset + nbytes)
-    padded = -(-position // alignment) * alignment
-    if tensors == 0:
-        # No tensor data section: writers end the file after the metadata, with or without padding.
-        handle.seek(reader.pos)
-        if size not in (reader.pos, data_start) or handle.read(size - reader.pos).strip(b"\x00"):
-            out.add(where, reader.pos, "gguf.trailing-data", f"{size - reader.pos} bytes after the metadata of a "
-                    "GGUF file without tensors")
-        return
-    if data_start + position > size:
-        out.add(where, data_start + position, "gguf.truncated", "tensor data runs past the end of the file")
-    elif size not in (data_start + position, data_start + padded) and not (tensors == 0 and size <= data_start):
-        out.add(where, data_start + position, "gguf.trailing-data",
-                f"{size - data_start - position} bytes after the last tensor")
-    else:
-        handle.seek(data_start + position)
-        if handle.read(size - data_start - position).strip(b"\x00"):
-            out.add(where, data_start + position, "gguf.trailing-data", "non-zero padding after the last tensor")
-
-
-class _Reader:
-    def __init__(self, handle: BinaryIO, size: int) -> None:
-        self.handle, self.size, self.pos = handle, size, 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.size:
-            raise ValueError(f"{n} bytes at {self.pos} run past the end")
-        data = self.handle.read(n)
-        self.pos += n
-        return data
-
-    def unpack(self, fmt: str) -> tuple[Any, ...]:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
-
-    def string(self) -> str:
-        (length,) = self.unpack("<Q")
-        if length > 1 << 26:
-            raise ValueError(f"string of {length} bytes")
-        return self.take(length).decode("utf-8")
-
-    def value(self, vtype: int, depth: int = 0) -> Any:
-        if vtype in GGUF_SCALARS:
-            return self.unpack(GGUF_SCALARS[vtype])[0]
-        if vtype == 8:
-            return self.string()
-        if vtype == 9 and depth < 2:
-            (itype,) = self.unpack("<I")
-            (count,) = self.unpack("<Q")
-            if count > MAX_GGUF_COUNT:
-                raise ValueError(f"array of {count} items")
-            if itype in GGUF_SCALARS:
-                width = struct.calcsize(GGUF_SCALARS[itype])
-                self.take(width * count)
-                return None
-            return [self.value(itype, depth + 1) for _ in range(count)]
-        raise ValueError(f"unknown metadata value type {vtype}")

@@ -11,6 +11,9 @@ reader rejects both. A gate that falls back to "just text" when its strict reade
   ways; either reading failing, or the two disagreeing, is a refusal, and the rules (remote code,
   Keras objects, chat templates) are applied to what the *loader* reads;
 * YAML and TOML by name must parse with a safe, strict reader (no tags, aliases or duplicate keys);
+* in every config (JSON, YAML, TOML), the callables it names (Hydra/NeMo ``_target_``, Lightning
+  ``class_path``, diffusers and sentence-transformers registries) must be on the allowlist of
+  ``config_targets.json`` (see :mod:`integrity.scans.modelgate.configtargets`);
 * Jinja chat templates (``*.jinja``, ``chat_template`` in a tokenizer config) must pass
   :func:`integrity.scans.modelgate.templates.check_chat_template`;
 * plain text is accepted under the names models ship it with (README, LICENSE, ``vocab.txt``,
@@ -24,6 +27,7 @@ from typing import Any
 from integrity.scans.modelgate import keras
 from integrity.scans.modelgate._report import Findings
 from integrity.scans.modelgate.allowlist import Allowlist
+from integrity.scans.modelgate.configtargets import check_config_targets
 from integrity.scans.modelgate.templates import check_chat_template
 from integrity.scans.modelgate.tensors import loader_json
 
@@ -48,8 +52,9 @@ def _check_document(document: Any, name: str, where: str, allowlist: Allowlist, 
     kind = "json"
     if isinstance(document, dict) and "auto_map" in document:
         out.add(where, None, "hf.remote-code", "config maps classes to code in the repository (auto_map)")
-    if isinstance(document, dict) and document.get("trust_remote_code") is True:
-        out.add(where, None, "hf.remote-code", "config asks the loader to trust remote code")
+    if isinstance(document, dict) and "custom_pipelines" in document:
+        out.add(where, None, "hf.remote-code", "config maps pipelines to code in the repository (custom_pipelines)")
+    check_config_targets(document, name, where, out)  # trust_remote_code at any depth, callable targets
     if isinstance(document, dict) and "chat_template" in document:
         templates = document["chat_template"]
         entries = templates if isinstance(templates, list) else [{"template": templates}]
@@ -90,17 +95,21 @@ def _yaml(raw: bytes, name: str, where: str, out: Findings) -> str:
     from integrity.safeio import InputFormatError, parse_yaml
 
     try:
-        parse_yaml(raw, artifact=where)
+        document = parse_yaml(raw, artifact=where)
     except InputFormatError as exc:
         out.add(where, None, "yaml.refused", f"{name}: {exc.reason}")
+        return "yaml"
+    check_config_targets(document, name, where, out, omegaconf=True)  # Hydra, NeMo, Lightning read YAML
     return "yaml"
 
 
 def _toml(raw: bytes, name: str, where: str, out: Findings) -> str:
     try:
-        tomllib.loads(raw.decode("utf-8"))
+        document = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         out.add(where, None, "toml.malformed", f"{name} is not TOML: {exc}")
+        return "toml"
+    check_config_targets(document, name, where, out)
     return "toml"
 
 
