@@ -194,7 +194,8 @@ for job in ("ingest_sources", "release_models"):
     result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
     results[job] = {"success": result.success,
                     "checks": {e.asset_check_key.to_user_string(): e.passed for e in result.get_asset_check_evaluations()}}
-demo = sorted(p for p in opened if p.startswith(sys.argv[1]) and "trust_roots" not in p and "allowlist" not in p)
+demo = sorted(p for p in opened if p.startswith(sys.argv[1]) and "trust_roots" not in p and "allowlist" not in p
+            and "config_targets" not in p)  # the gate's reviewed data, not the demo's
 print("RESULT" + json.dumps({"keys": keys, "results": results, "demo_files": demo}))
 """
 
