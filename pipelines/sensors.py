@@ -87,18 +87,36 @@ def explain_failed_runs(context: dg.RunFailureSensorContext) -> None:
                 reason = data.metadata.get("reason")
                 reasons.append({"check": data.asset_check_key.to_user_string(),
                                 "reason": getattr(reason, "value", str(reason))})
+    outcome = run_outcome(reasons)
     summary = {
         "run_id": context.dagster_run.run_id,
         "job": context.dagster_run.job_name,
         "failed_at": datetime.now(UTC).isoformat(),
+        "outcome": outcome,
         "message": context.failure_event.message,
         "reasons": reasons,
     }
+    # The runs list shows tags: an operator tells a gate that quarantined an input as designed from a break.
+    gates = sorted({r["check"] for r in reasons if "check" in r})
+    context.instance.add_run_tags(context.dagster_run.run_id, {
+        "cairn/outcome": outcome, **({"cairn/quarantined-by": ", ".join(gates)[:200]} if gates else {})})
     alerts = cairn_home() / "alerts"
     alerts.mkdir(parents=True, exist_ok=True)
     atomic_write(alerts / f"{context.dagster_run.run_id}.json", json.dumps(summary, indent=2).encode())
     context.log.error(f"run {context.dagster_run.run_id} failed: " + "; ".join(
         r.get("reason") or r.get("error", "") for r in reasons)[:2000])
+
+
+def run_outcome(reasons: list[dict[str, str]]) -> str:
+    """``quarantined`` when every failure is a gate's blocking check refusing an input (as designed), else ``broken``.
+
+    A blocking check that fails makes its step fail with Dagster's blocking-check error; any other step
+    error (an exception, a usage error, a crash) means the run broke.
+    """
+    checks = [r for r in reasons if "check" in r]
+    errors = [r["error"] for r in reasons if "step" in r]
+    blocked = all("blocking" in e.lower() and "check" in e.lower() for e in errors)
+    return "quarantined" if checks and blocked else "broken"
 
 
 def build_revocation_sensor(release_keys: Sequence[dg.AssetKey]) -> dg.SensorDefinition:

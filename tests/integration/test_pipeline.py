@@ -263,6 +263,19 @@ def test_failed_run_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     reasons = " ".join(r.get("reason", "") + r.get("error", "") for r in alert["reasons"])
     assert "breast_cancer_mirror/verified:signature_verified" in json.dumps(alert)
     assert "content differs from what was signed" in reasons
+    # a gate that quarantined as designed, told apart from a broken run in the runs list's tags
+    assert alert["outcome"] == "quarantined", alert
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["cairn/outcome"] == "quarantined"
+    assert "breast_cancer_mirror/verified:signature_verified" in tags["cairn/quarantined-by"]
+
+
+def test_a_run_that_broke_is_not_called_a_quarantine() -> None:
+    from pipelines.sensors import run_outcome
+
+    assert run_outcome([{"step": "a", "error": "KeyError: 'x'"}]) == "broken"
+    assert run_outcome([{"step": "a", "error": "KeyError: 'x'"}, {"check": "a:b", "reason": "r"}]) == "broken"
+    assert run_outcome([]) == "broken"
 
 
 def test_data_versions_are_content_digests(demo_run) -> None:
