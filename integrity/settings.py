@@ -267,12 +267,10 @@ class Settings:
         return self._path("suites", project / "suites" if project else package_data("expectations"))
 
     @property
-    def reverify_schedule(self) -> tuple[str, str] | None:
-        """(cron, time zone) of the re-verification schedule, None for none; checked where it is used."""
-        raw = (self.raw("reverify_schedule") or "0 2 * * * UTC").split()
-        if [w.lower() for w in raw] == ["none"]:
-            return None
-        return (" ".join(raw[:5]), raw[5] if len(raw) == 6 else "UTC") if len(raw) in (5, 6) else (" ".join(raw), "")
+    def reverify_schedule(self) -> str:
+        """The re-verification schedule as written (``CRON [TIMEZONE]`` or ``none``); parsed by
+        :func:`integrity.intake.schedule.parse_schedule_setting` where it is used."""
+        return (self.raw("reverify_schedule") or "").strip() or "0 2 * * * UTC"
 
     @property
     def revocation_sources(self) -> list[str]:

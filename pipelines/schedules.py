@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def build_nightly_reverify(sources: list[Source]) -> tuple[Any, list[dg.ScheduleDefinition]]:
     """The re-verify job and, unless the project says ``none``, its schedule (a bad value: no schedule, logged)."""
     from integrity.errors import UsageError
-    from integrity.intake.schedule import parse_schedule
+    from integrity.intake.schedule import parse_schedule_setting
     from integrity.settings import current
 
     job = dg.define_asset_job(
@@ -28,13 +28,12 @@ def build_nightly_reverify(sources: list[Source]) -> tuple[Any, list[dg.Schedule
         description="Re-fetch every attested source and check it against its publisher signature and attested digest.",
         tags={"cairn/job": "reverify"},
     )
-    setting = current().reverify_schedule
-    if setting is None:
-        return job, []
     try:
-        schedule = parse_schedule(setting[0], setting[1], where="reverify_schedule")
+        schedule = parse_schedule_setting(current().reverify_schedule, where="reverify_schedule")
     except UsageError as error:  # `cairn catalog check` reports it; the code location still loads
         log.error("no re-verify schedule: %s", error.summary())
+        return job, []
+    if schedule is None:  # `none`
         return job, []
     return job, [dg.ScheduleDefinition(
         name="nightly_reverify_schedule",

@@ -161,12 +161,11 @@ def cmd_catalog_check(args: argparse.Namespace) -> int:
 
 def _reverify_schedule(args: argparse.Namespace) -> Schedule | None:
     """The project's re-verification schedule, checked (a bad one is a usage error here, not in Dagster)."""
-    from integrity.intake.schedule import parse_schedule
+    from integrity.intake.schedule import parse_schedule_setting
     from integrity.settings import current
 
-    setting = current(home=args.home).reverify_schedule
-    return parse_schedule(setting[0], setting[1], where="reverify_schedule ($CAIRN_REVERIFY_SCHEDULE or "
-                          "cairn.yaml)") if setting else None
+    return parse_schedule_setting(current(home=args.home).reverify_schedule,
+                                  where="reverify_schedule ($CAIRN_REVERIFY_SCHEDULE or cairn.yaml)")
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from integrity.distribution.httpd import BoundedHTTPServer, DeadlineReader, busy_response
+from integrity.distribution.revocations import StatusCache
 from integrity.distribution.serving import (
     FILE_CSP,
     PAGE_CSP,
@@ -266,8 +267,9 @@ class ReportServer:
 
     def index(self) -> str:
         rows = ""
+        cache: StatusCache = {}  # the revocation lists, read once for the whole page
         for name in self._release_names():
-            marked, note = self._status(name)
+            marked, note = self._status(name, cache)
             rows += (f"<li{marked}>{html.escape(name)}: <a href='/audit/{_quoted(name)}'>audit</a> · "
                      f"<a href='/releases/{_quoted(name)}/{INDEX_NAME}'>{INDEX_NAME}</a> · "
                      f"<a href='/releases/{_quoted(name)}/lineage.svg'>lineage</a>{note}</li>")
@@ -277,11 +279,11 @@ class ReportServer:
                 f"<h2>Releases</h2><ul>{rows or '<li>none yet</li>'}</ul></body></html>")
 
 
-    def _status(self, name: str) -> tuple[str, str]:
+    def _status(self, name: str, cache: StatusCache) -> tuple[str, str]:
         """The list item's class and a revocation note: "REVOKED ..." as soon as a revocation names it."""
         from integrity.distribution.revocations import release_status
 
-        status = release_status(self.releases / name, self.store, self.home)
+        status = release_status(self.releases / name, self.store, self.home, cache)
         if status is None:
             return "", ""
         if status.revoked:

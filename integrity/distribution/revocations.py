@@ -68,28 +68,43 @@ class ReleaseStatus:
         return f"REVOKED at {first.revoked_at} by {by}: {first.reason} ({first.kind} {first.subject})"
 
 
-def release_status(release: Path, store: ArtifactStore, home: Path | None) -> ReleaseStatus | None:
+#: Revocations already read for a model's authority, or why they could not be (one page, many releases).
+StatusCache = dict[str, "ConsultedRevocations | str"]
+
+
+def release_status(release: Path, store: ArtifactStore, home: Path | None,
+                   cache: StatusCache | None = None) -> ReleaseStatus | None:
     """The revocation status of a release bundle, read with the home's release policy as the authority.
 
     None when the folder is no readable release; an unreadable revocation list is reported as such, never
-    as "not revoked".
+    as "not revoked". ``cache`` keeps the lists read per model, so a page of many releases reads them once.
     """
     from integrity.errors import CairnError
     from integrity.release.index import ReleaseIndex
-    from integrity.settings import current
-    from integrity.trust.policy import load_policy
 
     try:
         index = ReleaseIndex.read(release)
     except CairnError:
         return None
-    settings = current(home=home)
-    try:
-        policy = load_policy(settings.release_policy)
-        authority = policy.source(index.model).signers
-        sources = revocation_stores(settings.revocation_sources, besides=store.url)
-        consulted = consult(authority, RevocationList.load(store, authority), store.url, sources)
-    except CairnError as error:
-        return ReleaseStatus(index.reference, (), f"revocations could not be checked: {error.summary()}")
+    cache = {} if cache is None else cache
+    if index.model not in cache:
+        cache[index.model] = _consulted(index.model, store, home)
+    consulted = cache[index.model]
+    if isinstance(consulted, str):
+        return ReleaseStatus(index.reference, (), consulted)
     found = [consulted.revocations.find(kind, subject) for kind, subject in index.subjects()]
     return ReleaseStatus(index.reference, tuple(r for r in found if r is not None), consulted.describe())
+
+
+def _consulted(model: str, store: ArtifactStore, home: Path | None) -> "ConsultedRevocations | str":
+    from integrity.errors import CairnError
+    from integrity.settings import current
+    from integrity.trust.policy import load_policy
+
+    settings = current(home=home)
+    try:
+        authority = load_policy(settings.release_policy).source(model).signers
+        sources = revocation_stores(settings.revocation_sources, besides=store.url)
+        return consult(authority, RevocationList.load(store, authority), store.url, sources)
+    except CairnError as error:
+        return f"revocations could not be checked: {error.summary()}"
